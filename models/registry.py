@@ -1,0 +1,136 @@
+"""Load a trained model by name, with its version, decision threshold, calibration and card.
+
+Each model lives in `models/weights/<name>/`:
+  card.json   metadata: version, architecture, input size/channels, threshold, calibration, metrics
+  card.md     the human-readable model card
+  weights.npz the Keras weights, stored as float16 to keep the file small
+
+The ensemble (`models/weights/ensemble.json`) is the mean of the calibrated CNN and
+U-Net probabilities with its own threshold chosen on validation.
+
+Only `load_model` imports TensorFlow; reading cards does not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from models.calibration import PlattScaling
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
+ENSEMBLE_MEMBERS = ("cnn", "unet")
+
+
+class ModelNotTrainedError(FileNotFoundError):
+    pass
+
+
+def builder(name: str) -> Callable[..., Any]:
+    from models import architectures
+
+    builders = {
+        "cnn": architectures.build_cnn,
+        "unet": architectures.build_unet,
+        "seed-cnn": architectures.build_seed_cnn,
+        "seed-unet": architectures.build_seed_unet,
+    }
+    if name not in builders:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return builders[name]
+
+
+def input_spec(name: str) -> tuple[int, int]:
+    """(size, channels) of a model's input."""
+    return (128, 3) if name.startswith("seed-") else (128, 1)
+
+
+def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    path = weights_dir / name / "card.json"
+    if not path.exists():
+        raise ModelNotTrainedError(f"model {name!r} has no trained weights at {path.parent}")
+    return json.loads(path.read_text())
+
+
+def read_ensemble(weights_dir: Path = WEIGHTS_DIR) -> dict:
+    path = weights_dir / "ensemble.json"
+    if not path.exists():
+        raise ModelNotTrainedError(f"no ensemble settings at {path}")
+    return json.loads(path.read_text())
+
+
+def save_weights(model, path: Path) -> None:
+    np.savez_compressed(path, *[w.astype(np.float16) if w.dtype == np.float32 else w for w in model.get_weights()])
+
+
+def load_weights(model, path: Path) -> None:
+    with np.load(path) as archive:
+        stored = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    model.set_weights([w.astype(np.float32) if w.dtype == np.float16 else w for w in stored])
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    threshold: float
+    calibration: PlattScaling
+    input_size: int
+    channels: int
+    card: dict
+    keras_model: Any
+
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """Uncalibrated sigmoid outputs for a batch shaped (n, size, size, channels)."""
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.keras_model(batch, training=False)).reshape(-1)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of disease."""
+        return self.calibration(self.predict_raw(batch))
+
+    def label(self, probability: float) -> str:
+        return "disease" if probability >= self.threshold else "healthy"
+
+
+def load_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> LoadedModel:
+    card = read_card(name, weights_dir)
+    size, channels = input_spec(name)
+    keras_model = builder(name)(input_shape=(size, size, channels))
+    load_weights(keras_model, weights_dir / name / "weights.npz")
+    return LoadedModel(
+        name=name,
+        version=card["version"],
+        threshold=float(card["threshold"]),
+        calibration=PlattScaling.from_dict(card.get("calibration")),
+        input_size=size,
+        channels=channels,
+        card=card,
+        keras_model=keras_model,
+    )
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Mean of the members' calibrated probabilities."""
+
+    version: str
+    threshold: float
+    members: tuple[str, ...] = ENSEMBLE_MEMBERS
+
+    @classmethod
+    def load(cls, weights_dir: Path = WEIGHTS_DIR) -> Ensemble:
+        data = read_ensemble(weights_dir)
+        return cls(version=data["version"], threshold=float(data["threshold"]), members=tuple(data["members"]))
+
+    def combine(self, member_probabilities: dict[str, np.ndarray]) -> np.ndarray:
+        return np.mean([member_probabilities[m] for m in self.members], axis=0).astype(np.float32)
+
+    def label(self, probability: float) -> str:
+        return "disease" if probability >= self.threshold else "healthy"
