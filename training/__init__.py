@@ -1,0 +1,1 @@
+"""Training and evaluation of the chest X-ray classifiers on NIH ChestX-ray14-layout folders."""
