@@ -1,0 +1,1 @@
+"""The Celery worker: tasks carry image ids; workers decode, preprocess, predict and store results."""

@@ -1,0 +1,56 @@
+"""The Celery application. Importing this module never imports TensorFlow.
+
+The web app sends work with `make_celery(settings).send_task(PREDICT_TASK, args=[image_ids])`;
+the worker command line is `celery -A worker.celery_app worker -Q radbatch`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from settings import Settings
+
+PREDICT_TASK = "radbatch.predict_batch"
+QUEUE = "radbatch"
+# A message taken by a worker that vanished (not just a killed child, which is rejected and requeued at once)
+# comes back after this many seconds; it must be longer than any batch takes.
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+TASK_TIME_LIMIT_S = 900
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings`; cheap, does not connect until it is used."""
+    app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks"])
+    visibility_timeout = int(os.environ.get("RADBATCH_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S))
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # results live in SQL, not in Celery
+        task_acks_late=True,  # ack after the batch is stored: a crash mid-batch means redelivery
+        task_reject_on_worker_lost=True,  # a killed child requeues its message instead of losing it
+        worker_prefetch_multiplier=1,  # one batch at a time per child: fair with slow batches
+        task_default_queue=QUEUE,
+        task_routes={PREDICT_TASK: {"queue": QUEUE}},
+        task_time_limit=TASK_TIME_LIMIT_S,
+        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # keep trying while Redis restarts
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=180,  # a child loads TensorFlow and the models before it says it is up
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+def __getattr__(name: str) -> Celery:
+    """`app` for the `celery -A worker.celery_app` command line, built from the environment on first use."""
+    if name in ("app", "celery"):
+        global app
+        app = make_celery(Settings.from_env())
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

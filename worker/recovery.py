@@ -1,0 +1,105 @@
+"""Recovery sweep: re-enqueue images whose task was lost (for example when Redis restarted empty).
+
+The database is the source of truth. Every SWEEP_INTERVAL_S one worker (a Redis lock picks it)
+looks for images still `queued` (or `pending` in a closed job) created more than STUCK_AFTER_S ago,
+in jobs that are neither cancelled nor open, and sends their ids again. It only does so while the
+broker is quiet (the queue is empty and no message is unacknowledged), so a long backlog is never
+mistaken for lost work. Sending a batch twice is harmless: `predict_batch` is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from db.models import Image, ImageStatus, Job, JobStatus, utcnow
+from db.session import make_engine, make_session_factory, session_scope
+from settings import Settings
+from worker.celery_app import PREDICT_TASK, QUEUE
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = int(os.environ.get("RADBATCH_SWEEP_INTERVAL", "60"))
+STUCK_AFTER_S = int(os.environ.get("RADBATCH_STUCK_AFTER", "300"))
+LOCK_KEY = "radbatch:sweep-lock"
+UNACKED_KEY = "unacked"  # kombu's Redis transport keeps unacknowledged messages in this hash
+
+
+def find_stuck(session: Session, older_than: datetime) -> dict[int, list[int]]:
+    """Image ids by job that should be on the queue but may not be."""
+    waiting = (Image.status == ImageStatus.queued) | ((Image.status == ImageStatus.pending) & ~Job.is_open)
+    rows = session.execute(
+        select(Image.job_id, Image.id)
+        .join(Job, Image.job_id == Job.id)
+        .where(waiting, Image.created_at < older_than, Job.status != JobStatus.cancelled, ~Job.is_open)
+        .order_by(Image.job_id, Image.id)
+    ).all()
+    stuck: dict[int, list[int]] = {}
+    for job_id, image_id in rows:
+        stuck.setdefault(job_id, []).append(image_id)
+    return stuck
+
+
+def broker_is_quiet(client: redis.Redis) -> bool:
+    return client.llen(QUEUE) == 0 and client.hlen(UNACKED_KEY) == 0
+
+
+def requeue_stuck(settings: Settings, app: Celery, older_than: datetime) -> int:
+    """Mark stuck images queued, commit, then send them again in batches; returns how many were sent."""
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            stuck = find_stuck(session, older_than)
+            ids = [i for batch in stuck.values() for i in batch]
+            if ids:
+                session.execute(
+                    update(Image)
+                    .where(Image.id.in_(ids), Image.status == ImageStatus.pending)
+                    .values(status=ImageStatus.queued)
+                )
+    finally:
+        engine.dispose()
+    sent = 0
+    for job_id, image_ids in stuck.items():
+        for start in range(0, len(image_ids), settings.batch_size):
+            batch = image_ids[start : start + settings.batch_size]
+            app.send_task(PREDICT_TASK, args=[batch])
+            sent += len(batch)
+        log.warning("recovery: re-enqueued %d images of job %d", len(image_ids), job_id)
+    return sent
+
+
+def sweep_once(settings: Settings, app: Celery, client: redis.Redis, interval: int, stuck_after: int) -> int:
+    """One sweep, if this process wins the lock and the broker is quiet."""
+    if not client.set(LOCK_KEY, f"{socket.gethostname()}:{os.getpid()}", nx=True, ex=max(1, interval - 1)):
+        return 0
+    if not broker_is_quiet(client):
+        return 0
+    return requeue_stuck(settings, app, utcnow() - timedelta(seconds=stuck_after))
+
+
+def start_sweeper(settings: Settings, app: Celery) -> threading.Thread:
+    """A daemon thread in the worker's main process that sweeps every SWEEP_INTERVAL_S."""
+
+    def run() -> None:
+        client = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=5)
+        while True:
+            time.sleep(SWEEP_INTERVAL_S)
+            try:
+                sweep_once(settings, app, client, SWEEP_INTERVAL_S, STUCK_AFTER_S)
+            except (redis.RedisError, SQLAlchemyError, OSError) as error:
+                log.warning("recovery sweep skipped: %s", error)
+
+    thread = threading.Thread(target=run, name="radbatch-recovery", daemon=True)
+    thread.start()
+    return thread

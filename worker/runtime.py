@@ -1,0 +1,118 @@
+"""Per-process worker state: settings, database sessions and the loaded models, plus Celery signal hooks.
+
+Models load once per pool process, after the fork (`worker_process_init`), never in the parent:
+TensorFlow initialised before a fork deadlocks the children. The parent only checks that the
+trained weights exist, so a worker without them stops at start-up instead of serving anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from celery import signals
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.session import make_engine, make_session_factory
+from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
+from settings import Settings
+from worker.heartbeat import Heartbeat
+from worker.recovery import start_sweeper
+
+log = logging.getLogger(__name__)
+
+
+class WorkerConfigError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    models: dict[str, LoadedModel]
+    ensemble: Ensemble
+
+    def versions(self) -> dict[str, str]:
+        return {**{name: m.version for name, m in self.models.items()}, "ensemble": self.ensemble.version}
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_models: ModelSet | None = None
+_heartbeat: Heartbeat | None = None
+_factory: tuple[int, sessionmaker[Session]] | None = None
+
+
+def settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def session_factory() -> sessionmaker[Session]:
+    """A session factory owned by this process (an engine must not cross a fork)."""
+    global _factory
+    if _factory is None or _factory[0] != os.getpid():
+        _factory = (os.getpid(), make_session_factory(make_engine(settings().database_url)))
+    return _factory[1]
+
+
+def check_weights(config: Settings) -> None:
+    """Raise ModelNotTrainedError or WorkerConfigError unless every served model and the ensemble are trained."""
+    for name in config.served_models:
+        read_card(name)
+    members = Ensemble.load().members
+    missing = set(members) - set(config.served_models)
+    if missing:
+        raise WorkerConfigError(f"the ensemble needs {', '.join(sorted(missing))}, which RADBATCH_SERVED_MODELS omits")
+    read_ensemble()
+
+
+def load_models(config: Settings) -> ModelSet:
+    from models.registry import load_model  # imports TensorFlow
+
+    check_weights(config)
+    loaded = {name: load_model(name) for name in config.served_models}
+    return ModelSet(models=loaded, ensemble=Ensemble.load())
+
+
+def models() -> ModelSet:
+    """This process's models, loaded on first use; then announce readiness in Redis."""
+    global _models, _heartbeat
+    with _lock:
+        if _models is None:
+            _models = load_models(settings())
+            log.info("models loaded in pid %d: %s", os.getpid(), _models.versions())
+            _heartbeat = Heartbeat(settings().effective_redis_url, _models.versions()).start()
+    return _models
+
+
+@signals.worker_init.connect
+def _check_before_start(sender=None, **_kwargs) -> None:
+    try:
+        check_weights(settings())
+    except (ModelNotTrainedError, WorkerConfigError, KeyError) as error:
+        log.critical("radbatch worker cannot start: %s", error)
+        raise SystemExit(f"radbatch worker cannot start: {error}") from error
+
+
+@signals.worker_process_init.connect
+def _load_in_child(**_kwargs) -> None:
+    try:
+        models()
+    except Exception as error:  # noqa: BLE001 - any failure here must stop this child loudly
+        log.critical("radbatch worker process %d could not load its models: %s", os.getpid(), error, exc_info=True)
+        raise SystemExit(3) from error
+
+
+@signals.worker_process_shutdown.connect
+def _stop_heartbeat(**_kwargs) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
+
+
+@signals.worker_ready.connect
+def _start_recovery(sender=None, **_kwargs) -> None:
+    start_sweeper(settings(), sender.app)
