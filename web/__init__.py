@@ -1,0 +1,58 @@
+"""The radbatch web app: upload portal, REST API and dashboard. Importing this package opens nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, redirect, url_for
+from flask_wtf.csrf import CSRFProtect
+
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. `test_config` may hold a `SETTINGS` object and any Flask config overrides."""
+    app = Flask(__name__)
+    config = dict(test_config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    app.config.from_mapping(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        # One request carries one chunk (~20 MB or 50 files) or a single file up to the per-file limit;
+        # a little headroom lets a slightly-too-large file be recorded as a failed row instead of a 413.
+        MAX_CONTENT_LENGTH=(max(settings.max_file_mb, 20) + 32) * MB,
+        MAX_FORM_PARTS=5000,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session; a long upload must not expire it
+    )
+    app.config.update(config)
+
+    from web import database, enqueue
+
+    database.init_app(app, settings)
+    enqueue.init_app(app, settings)
+
+    csrf = CSRFProtect(app)
+    app.extensions["radbatch_csrf"] = csrf
+
+    from web import api, auth, dashboard, upload
+    from web.api import errors
+
+    csrf.exempt(api.bp)  # token clients have no cookie; cookie clients are checked in web.auth.identity
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(upload.bp)
+    app.register_blueprint(dashboard.bp)
+    errors.init_app(app)
+
+    @app.get("/")
+    def index():
+        return redirect(url_for("dashboard.history"))
+
+    logger.debug("radbatch web app created (database %s)", settings.database_url.split("@")[-1])
+    return app

@@ -1,0 +1,54 @@
+"""Who is asking: the logged-in user (session cookie) or the owner of a Bearer token."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import abort, current_app, g, redirect, request, session, url_for
+
+from db.models import User
+from db.users import user_for_token
+from web.database import get_db
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def current_user() -> User | None:
+    """The user whose id is in the session cookie, loaded once per request."""
+    if "user" not in g:
+        user_id = session.get("user_id")
+        g.user = get_db().get(User, user_id) if isinstance(user_id, int) else None
+    return g.user
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def api_user() -> User:
+    """The caller of an API endpoint: a Bearer token, or the portal's session cookie plus a CSRF header."""
+    header = request.headers.get("Authorization", "").strip()
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            abort(401, "the Authorization header must be 'Bearer <token>'")
+        user = user_for_token(get_db(), token.strip())
+        if user is None:
+            abort(401, "this API token is not valid (it may have been revoked); create one at /account/tokens")
+        get_db().commit()  # records last_used_at
+        g.user = user
+        return user
+    user = current_user()
+    if user is None:
+        abort(401, "log in, or send 'Authorization: Bearer <token>' (create a token at /account/tokens)")
+    if request.method not in SAFE_METHODS:
+        current_app.extensions["radbatch_csrf"].protect()  # a cookie alone must not be enough to change data
+    return user

@@ -1,0 +1,7 @@
+"""Server-rendered job history and live job pages, thumbnails and CSV export."""
+
+from flask import Blueprint
+
+bp = Blueprint("dashboard", __name__)
+
+from web.dashboard import views  # noqa: E402,F401  (registers the routes on bp)

@@ -1,0 +1,97 @@
+"""History, the live job page (its result rows are re-rendered by the same template while it runs), CSV, thumbnails."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Response, abort, flash, redirect, render_template, request, send_file, stream_with_context, url_for
+from sqlalchemy import select
+
+from db.models import Image, Job
+from web.auth.identity import current_user, login_required
+from web.dashboard import bp
+from web.database import get_db, get_settings
+from web.jobs import cancel_job, get_job_or_404, parse_job_status, visible
+from web.jobs import history as job_history
+from web.pagination import page_args
+from web.results import csv_lines, iter_results, parse_filter, results_page
+
+logger = logging.getLogger(__name__)
+PLACEHOLDER_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
+    '<rect width="64" height="64" fill="#e5e7eb"/><text x="32" y="36" font-size="9" text-anchor="middle" '
+    'fill="#6b7280" font-family="sans-serif">no preview</text></svg>'
+)
+
+
+@bp.get("/jobs")
+@login_required
+def history():
+    status = parse_job_status(request.args.get("status"))
+    page = page_args(request.args, default_per_page=25)
+    jobs, total = job_history(get_db(), current_user(), status, page)
+    return render_template("dashboard/history.html", jobs=jobs, meta=page.meta(total), status=status)
+
+
+def _results_context(job: Job) -> dict:
+    flt = parse_filter(request.args)
+    page = page_args(request.args, default_per_page=50)
+    rows, total = results_page(get_db(), job.id, flt, page)
+    return {"job": job, "rows": rows, "meta": page.meta(total), "flt": flt, "args": flt.as_args()}
+
+
+@bp.get("/jobs/<int:job_id>")
+@login_required
+def job(job_id: int):
+    found = get_job_or_404(get_db(), current_user(), job_id)
+    return render_template("dashboard/job.html", **_results_context(found))
+
+
+@bp.get("/jobs/<int:job_id>/rows")
+@login_required
+def job_rows(job_id: int):
+    """The result table alone, for the job page's live refresh."""
+    found = get_job_or_404(get_db(), current_user(), job_id)
+    return render_template("dashboard/_results.html", **_results_context(found))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@login_required
+def cancel(job_id: int):
+    db = get_db()
+    cancel_job(db, get_job_or_404(db, current_user(), job_id))
+    db.commit()
+    flash(f"Job {job_id} cancelled: images not yet processed will be skipped.")
+    return redirect(url_for("dashboard.job", job_id=job_id))
+
+
+def _csv_name(job: Job) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-")[:60] or "job"
+    return f"radbatch-job{job.id}-{slug}.csv"
+
+
+@bp.get("/jobs/<int:job_id>/results.csv")
+@login_required
+def export_csv(job_id: int):
+    db = get_db()
+    found = get_job_or_404(db, current_user(), job_id)
+    flt = parse_filter(request.args)
+    lines = stream_with_context(csv_lines(iter_results(db, found.id, flt)))
+    return Response(
+        lines,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{_csv_name(found)}"'},
+    )
+
+
+@bp.get("/thumbnails/<int:image_id>.png")
+@login_required
+def thumbnail(image_id: int):
+    query = visible(select(Image.id).join(Job, Job.id == Image.job_id).where(Image.id == image_id), current_user())
+    if get_db().scalar(query) is None:
+        abort(404, f"image {image_id} not found among your jobs")
+    path = get_settings().thumbnail_dir / f"{image_id}.png"
+    if not path.is_file():  # not made yet (queued) or never (refused file): a placeholder, not cached
+        return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
+    return send_file(path.resolve(), mimetype="image/png", max_age=3600)

@@ -1,0 +1,188 @@
+"""A job's per-image results: filtering, sorting and pagination in SQL, predictions for a page in one query."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import abort
+from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy.orm import Session, aliased
+
+from db.models import Image, ImageStatus, Prediction
+from web.pagination import PageArgs
+
+MODELS = ("cnn", "unet", "ensemble")
+LABELS = ("healthy", "disease")
+SORTS = ("id", "path", "probability")
+_CSV_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    status: ImageStatus | None = None
+    label: str | None = None
+    model: str = "ensemble"  # whose label `label` filters on and whose probability `sort=probability` uses
+    disagree: bool = False  # CNN and U-Net labels differ
+    sort: str = "id"
+    order: str = "asc"
+
+    def as_args(self) -> dict[str, str]:
+        """The non-default values, as query-string arguments (for links and the CSV export)."""
+        args = {
+            "status": self.status.value if self.status else "",
+            "label": self.label or "",
+            "model": "" if self.model == "ensemble" else self.model,
+            "disagree": "1" if self.disagree else "",
+            "sort": "" if self.sort == "id" else self.sort,
+            "order": "" if self.order == "asc" else self.order,
+        }
+        return {key: value for key, value in args.items() if value}
+
+
+def _choice(args: Mapping[str, str], name: str, choices: Sequence[str], default: str | None) -> str | None:
+    raw = (args.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        abort(400, f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+def parse_filter(args: Mapping[str, str]) -> ResultFilter:
+    status = _choice(args, "status", [s.value for s in ImageStatus], None)
+    disagree = (args.get("disagree") or "").strip().lower()
+    if disagree not in ("", "0", "1", "true", "false", "yes", "no"):
+        abort(400, f"disagree must be true or false; got {disagree!r}")
+    return ResultFilter(
+        status=ImageStatus(status) if status else None,
+        label=_choice(args, "label", LABELS, None),
+        model=_choice(args, "model", MODELS, "ensemble") or "ensemble",
+        disagree=disagree in ("1", "true", "yes"),
+        sort=_choice(args, "sort", SORTS, "id") or "id",
+        order=_choice(args, "order", ("asc", "desc"), "asc") or "asc",
+    )
+
+
+def _filtered(job_id: int, flt: ResultFilter) -> Select:
+    query = select(Image).where(Image.job_id == job_id)
+    if flt.status is not None:
+        query = query.where(Image.status == flt.status)
+    if flt.label is not None:
+        labelled = aliased(Prediction)
+        query = query.where(
+            exists().where(labelled.image_id == Image.id, labelled.model_name == flt.model, labelled.label == flt.label)
+        )
+    if flt.disagree:
+        cnn, unet = aliased(Prediction), aliased(Prediction)
+        query = query.where(
+            exists().where(
+                cnn.image_id == Image.id,
+                cnn.model_name == "cnn",
+                unet.image_id == Image.id,
+                unet.model_name == "unet",
+                cnn.label != unet.label,
+            )
+        )
+    return query
+
+
+def _ordered(query: Select, flt: ResultFilter) -> Select:
+    descending = flt.order == "desc"
+    if flt.sort == "path":
+        return query.order_by(Image.path.desc() if descending else Image.path, Image.id)
+    if flt.sort == "probability":
+        sort_by = aliased(Prediction)
+        query = query.outerjoin(sort_by, and_(sort_by.image_id == Image.id, sort_by.model_name == flt.model))
+        probability = sort_by.probability.desc() if descending else sort_by.probability
+        return query.order_by(sort_by.probability.is_(None), probability, Image.id)  # unscored images last
+    return query.order_by(Image.id.desc() if descending else Image.id)
+
+
+def predictions_for(session: Session, image_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Every prediction of these images in one query, as {image_id: {model_name: {...}}}."""
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    if not image_ids:
+        return found
+    for prediction in session.scalars(select(Prediction).where(Prediction.image_id.in_(image_ids))):
+        found.setdefault(prediction.image_id, {})[prediction.model_name] = {
+            "probability": prediction.probability,
+            "label": prediction.label,
+            "threshold": prediction.threshold,
+            "model_version": prediction.model_version,
+        }
+    return found
+
+
+def image_to_dict(image: Image, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "filename": image.filename,
+        "path": image.path,
+        "status": image.status.value,
+        "error": image.error,
+        "predictions": predictions,
+    }
+
+
+def count_results(session: Session, job_id: int, flt: ResultFilter) -> int:
+    query = _filtered(job_id, flt).with_only_columns(func.count(Image.id))
+    return session.scalar(query) or 0
+
+
+def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
+    """One page of results and the filtered total: three queries whatever the page size."""
+    total = count_results(session, job_id, flt)
+    images = list(session.scalars(_ordered(_filtered(job_id, flt), flt).limit(page.per_page).offset(page.offset)))
+    predictions = predictions_for(session, [image.id for image in images])
+    return [image_to_dict(image, predictions.get(image.id, {})) for image in images], total
+
+
+def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[dict]:
+    """Every filtered result in order, fetched 1,000 at a time (keyset on id when sorted by id)."""
+    query = _ordered(_filtered(job_id, flt), flt)
+    last_id, offset = 0, 0
+    while True:
+        if flt.sort == "id" and flt.order == "asc":
+            chunk = list(session.scalars(query.where(Image.id > last_id).limit(_CSV_CHUNK)))
+        else:
+            chunk = list(session.scalars(query.limit(_CSV_CHUNK).offset(offset)))
+        if not chunk:
+            return
+        predictions = predictions_for(session, [image.id for image in chunk])
+        for image in chunk:
+            yield image_to_dict(image, predictions.get(image.id, {}))
+        last_id, offset = chunk[-1].id, offset + len(chunk)
+        session.expunge_all()  # keep memory flat on a 100,000-image job
+
+
+def _safe_cell(value: Any) -> Any:
+    """Keep a spreadsheet from running a file name as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+CSV_HEADER = ["image_id", "path", "filename", "status", "error"] + [
+    f"{model}_{field}" for model in MODELS for field in ("probability", "label", "threshold", "model_version")
+]
+
+
+def csv_lines(rows: Iterator[dict]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER)
+    for count, row in enumerate(rows, start=1):
+        cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or ""]
+        for model in MODELS:
+            prediction = row["predictions"].get(model, {})
+            cells += [prediction.get(key, "") for key in ("probability", "label", "threshold", "model_version")]
+        writer.writerow([_safe_cell(cell) for cell in cells])
+        if count % 200 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,0 +1,120 @@
+"""Turn uploaded files into Image rows: store supported images under generated names, refuse the rest with a reason."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from sqlalchemy.orm import Session
+
+from db.models import Image, ImageStatus
+
+logger = logging.getLogger(__name__)
+
+# Extension (lower case) -> the normalised extension the stored file gets.
+SUPPORTED_EXTENSIONS = {
+    ".png": ".png",
+    ".jpg": ".jpg",
+    ".jpeg": ".jpg",
+    ".bmp": ".bmp",
+    ".tif": ".tiff",
+    ".tiff": ".tiff",
+}
+DICOM_EXTENSIONS = {".dcm", ".dicom", ".dic"}
+ACCEPTED = "upload PNG, JPEG, BMP or TIFF"
+_HEAD_BYTES = 132  # enough for every signature below, DICOM's "DICM" at offset 128 included
+_MAX_PATH = 1024
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One file of an upload: the client's relative path and its content (None when the client held it back)."""
+
+    path: str
+    stream: IO[bytes] | None
+    declared_size: int = 0
+
+
+def clean_relative_path(raw: str) -> str:
+    """The client's path for display: forward slashes, no drive, no '.', '..' or empty parts."""
+    parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if parts and len(parts[0]) == 2 and parts[0][1] == ":":
+        parts = parts[1:]
+    cleaned = "/".join(parts)[-_MAX_PATH:]
+    return cleaned or "unnamed"
+
+
+def sniff(head: bytes) -> str | None:
+    """The normalised extension of a supported image from its first bytes, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return ".bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return ".tiff"
+    return None
+
+
+def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | None:
+    """Why a file cannot be processed (a message for the person who uploaded it), or None if it is fine."""
+    shown = extension or "(no extension)"
+    if size == 0:
+        return "empty file (0 bytes)"
+    if extension in DICOM_EXTENSIONS or head[128:132] == b"DICM":
+        return f"unsupported file type {shown}: DICOM support is coming; {ACCEPTED}"
+    if size > max_bytes:
+        return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
+    if extension not in SUPPORTED_EXTENSIONS:
+        return f"unsupported file type {shown}; {ACCEPTED}"
+    if sniff(head) is None:
+        return f"the content of this {shown} file is not a PNG, JPEG, BMP or TIFF image; {ACCEPTED}"
+    return None
+
+
+def _size_of(stream: IO[bytes]) -> int:
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
+def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int) -> Image:
+    """An Image row for one file; a supported file is copied to `upload_dir` under a generated name."""
+    path = clean_relative_path(incoming.path)
+    filename = PurePosixPath(path).name[-255:]
+    extension = PurePosixPath(filename).suffix.lower()
+    if incoming.stream is None:
+        size, head = incoming.declared_size, b""
+        reason = refusal(extension, head, size, max_bytes) if size > max_bytes else "the browser did not send it"
+    else:
+        size = _size_of(incoming.stream)
+        head = incoming.stream.read(_HEAD_BYTES)
+        incoming.stream.seek(0)
+        reason = refusal(extension, head, size, max_bytes)
+    image = Image(job_id=job_id, filename=filename, path=path, size_bytes=size)
+    if reason is not None:
+        image.status, image.error = ImageStatus.failed, reason
+        return image
+    stored_name = uuid.uuid4().hex + (sniff(head) or SUPPORTED_EXTENSIONS[extension])
+    with open(upload_dir / stored_name, "wb") as out:
+        shutil.copyfileobj(incoming.stream, out, 1024 * 1024)
+    image.stored_name, image.status = stored_name, ImageStatus.pending
+    return image
+
+
+def add_files(session: Session, job_id: int, files: list[Incoming], upload_dir: Path, max_file_mb: int) -> list[Image]:
+    """Add one Image row per file to the session (flushed, not committed); the caller refreshes the job."""
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    images = [store_file(incoming, job_id, upload_dir, max_file_mb * 2**20) for incoming in files]
+    session.add_all(images)
+    session.flush()
+    refused = sum(image.status == ImageStatus.failed for image in images)
+    logger.info("job %s: received %d files (%d refused)", job_id, len(images), refused)
+    return images
