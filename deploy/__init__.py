@@ -1,0 +1,1 @@
+"""Launching radbatch on one machine (`make run`) and in containers."""
