@@ -149,7 +149,8 @@ def load_arrays(
     images_dir = Path(data_dir) / "images"
     cache = None
     if cache_dir is not None:
-        key = hashlib.sha256(("|".join(r.image for r in records) + f"{size}").encode()).hexdigest()[:16]
+        names = "|".join(r.image for r in records)
+        key = hashlib.sha256(f"{Path(data_dir).resolve()}|{size}|{names}".encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"images-{key}.npy"
         if cache.exists():
             gray = np.load(cache)

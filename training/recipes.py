@@ -59,7 +59,7 @@ RECIPES = {"cnn": IMPROVED_RECIPE, "unet": IMPROVED_RECIPE, "seed-cnn": SEED_REC
 
 def augmentation_layers(kind: str):
     """Random train-time augmentation; the seed kind is the notebook's ImageDataGenerator settings."""
-    from keras import layers, Sequential
+    from keras import Sequential, layers
 
     if kind == "seed":
         return Sequential(

@@ -145,7 +145,7 @@ def train(
         "input": {"size": size, "channels": channels, "preprocess": "models.preprocess.preprocess"},
         "threshold": threshold,
         "threshold_rule": recipe.threshold_rule,
-        "calibration": calibration.to_dict() if recipe.calibrate else {"method": "none", "slope": 1.0, "intercept": 0.0},
+        "calibration": calibration.to_dict() | ({} if recipe.calibrate else {"method": "none"}),
         "recipe": recipe.to_dict(),
         "seed": seed,
         "data": {

@@ -1,0 +1,154 @@
+"""Evaluate trained models on EVERY image of an NIH-layout folder (or one split of it).
+
+    python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json [--report OUT]
+
+Prints one JSON object keyed by model name, plus "ensemble" (the mean of the
+calibrated CNN and U-Net probabilities) when both are evaluated. All metrics come
+from scikit-learn; the AUC's 95% interval is a seeded percentile bootstrap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from models.preprocess import decode_image, preprocess
+from models.registry import ENSEMBLE_MEMBERS, MODEL_NAMES, WEIGHTS_DIR, Ensemble, load_model
+from training.data import Record, load_records, read_split
+
+log = logging.getLogger("training.evaluate")
+
+
+def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        if labels[idx].min() != labels[idx].max():
+            aucs.append(roc_auc_score(labels[idx], scores[idx]))
+    if not aucs:
+        return [float("nan"), float("nan")]
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    predicted = (probabilities >= threshold).astype(int)
+    both_classes = labels.min() != labels.max()
+    return {
+        "n": int(len(labels)),
+        "auc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
+        "auc_ci95": bootstrap_auc_ci(labels, probabilities) if both_classes else None,
+        "sensitivity": float(recall_score(labels, predicted, pos_label=1, zero_division=0)),
+        "specificity": float(recall_score(labels, predicted, pos_label=0, zero_division=0)),
+        "ppv": float(precision_score(labels, predicted, pos_label=1, zero_division=0)),
+        "npv": float(precision_score(labels, predicted, pos_label=0, zero_division=0)),
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "threshold": float(threshold),
+        "brier": float(brier_score_loss(labels, probabilities)),
+    }
+
+
+def decode_all(images_dir: Path, records: list[Record]) -> list:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda r: decode_image(images_dir / r.image), records))
+
+
+def evaluate(
+    data_dir: Path,
+    model_names: list[str],
+    split_file: Path | None = None,
+    subset: str | None = None,
+    weights_dir: Path = WEIGHTS_DIR,
+    batch_size: int = 64,
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+    """Metrics per model, the calibrated probabilities per model, and the labels."""
+    records = load_records(data_dir)
+    if subset:
+        assignment = read_split(split_file)
+        records = [r for r in records if assignment.get(r.image) == subset]
+    labels = np.array([r.label for r in records])
+    started = time.perf_counter()
+    images = decode_all(Path(data_dir) / "images", records)
+    decode_seconds = time.perf_counter() - started
+
+    results, probabilities, seconds = {}, {}, {}
+    for name in model_names:
+        model = load_model(name, weights_dir)
+        model.predict(np.zeros((1, model.input_size, model.input_size, model.channels), np.float32))  # warm-up
+        started = time.perf_counter()
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = np.stack(
+                [preprocess(im, model.input_size, model.channels) for im in images[start : start + batch_size]]
+            )
+            chunks.append(model.predict(batch))
+        probabilities[name] = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        seconds[name] = time.perf_counter() - started + decode_seconds
+        results[name] = binary_metrics(labels, probabilities[name], model.threshold)
+        results[name]["images_per_s"] = len(records) / seconds[name]
+        results[name]["model_version"] = model.version
+
+    if all(m in probabilities for m in ENSEMBLE_MEMBERS):
+        ensemble = Ensemble.load(weights_dir)
+        probabilities["ensemble"] = ensemble.combine(probabilities)
+        results["ensemble"] = binary_metrics(labels, probabilities["ensemble"], ensemble.threshold)
+        member_seconds = sum(seconds[m] for m in ENSEMBLE_MEMBERS) - decode_seconds
+        results["ensemble"]["images_per_s"] = len(records) / member_seconds
+        results["ensemble"]["model_version"] = ensemble.version
+    return results, probabilities, labels
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path, help="NIH-layout folder (images/ + Data_Entry_2017.csv)")
+    parser.add_argument("--models", default="cnn,unet", help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object keyed by model name")
+    parser.add_argument("--report", type=Path, help="also write ROC, calibration and confusion-matrix PNGs here")
+    parser.add_argument("--split-file", type=Path, help="with --subset: evaluate one split only")
+    parser.add_argument("--subset", choices=("train", "validation", "test"))
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args(argv)
+    if args.subset and not args.split_file:
+        from training.train import DEFAULT_SPLIT
+
+        args.split_file = DEFAULT_SPLIT
+    logging.basicConfig(level=logging.WARNING)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    results, probabilities, labels = evaluate(args.data, names, args.split_file, args.subset, args.weights)
+    if args.report:
+        from training.report import write_report
+
+        write_report(args.report, results, probabilities, labels)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, m in results.items():
+            low, high = m["auc_ci95"] or (float("nan"), float("nan"))
+            print(
+                f"{name:10s} n={m['n']} AUC {m['auc']:.3f} [{low:.3f}, {high:.3f}] sens {m['sensitivity']:.3f} "
+                f"spec {m['specificity']:.3f} brier {m['brier']:.3f} thr {m['threshold']:.3f} "
+                f"{m['images_per_s']:.0f} img/s"
+            )
+
+
+if __name__ == "__main__":
+    main()
