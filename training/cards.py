@@ -1,0 +1,135 @@
+"""Write the model cards: test-split metrics of all four models side by side, in markdown and JSON.
+
+    python -m training.cards --data ../shared/data/nih-cxr14-subset
+
+Run after training all four models and `training.ensemble`. It evaluates every model
+(and the ensemble) on the TEST split of the committed patient-wise split, adds the
+results to each `card.json`, writes each `card.md`, and the plots under models/weights/report/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models.registry import MODEL_NAMES, WEIGHTS_DIR, read_card
+from training.evaluate import evaluate
+from training.report import write_report
+from training.train import DEFAULT_SPLIT
+
+LIMITS = """\
+- **Not a medical device.** A research and engineering artefact; it must not be used to diagnose, triage or
+  exclude disease in any patient.
+- **Noisy labels.** NIH's labels were mined from radiology reports by NLP (NIH estimates over 90% accuracy);
+  "No Finding" does not mean a radiologist confirmed a normal film.
+- **Small data, low resolution.** 2,230 images from 1,287 patients at 128x128; 721 of them reached us at
+  64x64 and were upsampled. Test-set AUCs carry wide intervals (see the 95% bootstrap CIs).
+- **Shortcuts.** Disease is more common on AP (bedside) films than PA; a model may partly learn the view,
+  markers or image quality rather than the pathology. Performance on other hospitals, scanners, children
+  or non-frontal views is unknown.
+- **Binary only.** "Disease" lumps 14 findings of very different difficulty; the model does not say which.
+"""
+
+
+def metrics_table(test_metrics: dict) -> str:
+    header = "| model | AUC [95% CI] | sensitivity | specificity | PPV | NPV | F1 | Brier | threshold |\n"
+    header += "|---|---|---|---|---|---|---|---|---|\n"
+    rows = []
+    for name, m in test_metrics.items():
+        low, high = m["auc_ci95"]
+        rows.append(
+            f"| {name} | {m['auc']:.3f} [{low:.3f}, {high:.3f}] | {m['sensitivity']:.3f} | {m['specificity']:.3f} "
+            f"| {m['ppv']:.3f} | {m['npv']:.3f} | {m['f1']:.3f} | {m['brier']:.3f} | {m['threshold']:.3f} |"
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+def render_card(card: dict, test_metrics: dict) -> str:
+    recipe, training, splits = card["recipe"], card["training"], card["data"]["splits"]
+    split_lines = "\n".join(
+        f"| {s} | {v['images']} | {v['patients']} | {v['disease']} | {v['healthy']} | {v['upsampled_from_64px']} |"
+        for s, v in splits.items()
+    )
+    calibration = card["calibration"]
+    calibration_text = (
+        f"Platt scaling on the validation split: p = sigmoid({calibration['slope']:.3f} * logit(raw) "
+        f"+ {calibration['intercept']:.3f})."
+        if calibration.get("method") == "platt"
+        else "None (the notebook's recipe reports the raw sigmoid output)."
+    )
+    threshold_text = (
+        "Youden's J (sensitivity + specificity - 1) maximised on the validation split"
+        if card["threshold_rule"] == "youden"
+        else "fixed at 0.5, as in the notebook"
+    )
+    return f"""# Model card: `{card['name']}`
+
+Version `{card['version']}` · architecture `{card['architecture']}` ({card['parameters']:,} parameters) ·
+input {card['input']['size']}x{card['input']['size']}x{card['input']['channels']} through
+`models.preprocess.preprocess` (the same function the worker uses) · trained {card['trained_at']}.
+
+**Task:** chest radiograph → probability of *disease* (any of NIH's 14 findings) vs *healthy* ("No Finding").
+
+## Data and split
+
+NIH ChestX-ray14 (folder `{card['data']['folder']}`), NIH Clinical Center,
+https://nihcc.app.box.com/v/ChestXray-NIHCC; Wang et al., *ChestX-ray8*, IEEE CVPR 2017.
+Patient-wise split, seed {card['seed']}, stratified by label (`training/splits/{card['data']['split_file']}`):
+no patient appears in two splits. Images upsampled from 64 px excluded: {card['data']['exclude_upsampled']}.
+
+| split | images | patients | disease | healthy | upsampled from 64 px |
+|---|---|---|---|---|---|
+{split_lines}
+
+## Recipe
+
+Optimizer {recipe['optimizer']} (learning rate {recipe['learning_rate']}, weight decay {recipe['weight_decay']}),
+batch {recipe['batch_size']}, at most {recipe['max_epochs']} epochs,
+early stopping on `{recipe['early_stopping_monitor']}`
+(validation, patience {recipe['early_stopping_patience']}, best weights restored),
+learning rate halved on plateau: {bool(recipe['reduce_lr_patience'])}, augmentation `{recipe['augmentation']}`
+(see `training/recipes.py`), class weighting: {recipe['class_weighting']}.
+Ran {training['epochs_run']} epochs (best {training['best_epoch']}) in {training['seconds'] / 60:.1f} min on
+{training['machine']}.
+
+**Calibration:** {calibration_text}
+**Decision threshold:** {card['threshold']:.3f}, {threshold_text}.
+Validation AUC {card['validation']['auc']:.3f} (n={card['validation']['n']}).
+
+## Test-split metrics (all four models and the ensemble, same {next(iter(test_metrics.values()))['n']} images)
+
+{metrics_table(test_metrics)}
+The ensemble is the mean of the calibrated `cnn` and `unet` probabilities (threshold by Youden's J on validation).
+Plots: `models/weights/report/`. Re-run: `python -m training.evaluate --data DIR --models
+cnn,unet,seed-cnn,seed-unet --json` on any NIH-layout folder.
+
+## Limits
+
+{LIMITS}"""
+
+
+def write_cards(data_dir: Path, split_file: Path = DEFAULT_SPLIT, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    results, probabilities, labels = evaluate(data_dir, list(MODEL_NAMES), split_file, "test", weights_dir)
+    test_metrics = {name: {k: v for k, v in m.items() if k != "images_per_s"} for name, m in results.items()}
+    write_report(weights_dir / "report", results, probabilities, labels)
+    for name in MODEL_NAMES:
+        card = read_card(name, weights_dir)
+        card["test"] = test_metrics
+        (weights_dir / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (weights_dir / name / "card.md").write_text(render_card(card, test_metrics))
+    (weights_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args(argv)
+    print(metrics_table(write_cards(args.data, args.split_file, args.weights)))
+
+
+if __name__ == "__main__":
+    main()
