@@ -31,7 +31,10 @@ class PlattScaling:
     def fit(cls, probability: np.ndarray, labels: np.ndarray) -> PlattScaling:
         regression = LogisticRegression(C=1e6, max_iter=1000)
         regression.fit(logit(probability).reshape(-1, 1), np.asarray(labels))
-        return cls(slope=float(regression.coef_[0, 0]), intercept=float(regression.intercept_[0]))
+        slope = float(regression.coef_[0, 0])
+        if slope <= 0:  # an untrained model: a negative slope would invert its ranking, so don't calibrate
+            return cls()
+        return cls(slope=slope, intercept=float(regression.intercept_[0]))
 
     def to_dict(self) -> dict:
         return {"method": "platt", "slope": self.slope, "intercept": self.intercept}
