@@ -230,7 +230,8 @@ def test_unknown_api_route_is_json_404(web_client, web_token):
 
 def test_healthz_and_readyz(web_client, web_redis):
     assert web_client.get("/api/v1/healthz").get_json() == {"status": "ok"}
-    not_ready = web_client.get("/api/v1/readyz")
+    assert web_client.get("/healthz").get_json() == {"status": "ok"}
+    not_ready = web_client.get("/readyz")
     assert not_ready.status_code == 503 and "no worker" in not_ready.get_json()["message"]
     heartbeat = {"hostname": "h", "pid": 1, "models": {"cnn": "v1", "unet": "v1"}, "loaded_at": "now"}
     web_redis.set("radbatch:worker:h:1", json.dumps(heartbeat), ex=60)

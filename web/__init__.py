@@ -31,6 +31,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session; a long upload must not expire it
     )
     app.config.update(config)
+    if not app.testing and not logging.getLogger().handlers:  # e.g. under gunicorn: make our log lines visible
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from web import database, enqueue
 
@@ -41,7 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["radbatch_csrf"] = csrf
 
     from web import api, auth, dashboard, upload
-    from web.api import errors
+    from web.api import errors, health
 
     csrf.exempt(api.bp)  # token clients have no cookie; cookie clients are checked in web.auth.identity
     app.register_blueprint(auth.bp)
@@ -49,6 +51,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(upload.bp)
     app.register_blueprint(dashboard.bp)
     errors.init_app(app)
+
+    # Probes also answer at the root, where load balancers and orchestrators usually look.
+    app.add_url_rule("/healthz", "healthz", health.healthz)
+    app.add_url_rule("/readyz", "readyz", health.readyz)
 
     @app.get("/")
     def index():
