@@ -245,3 +245,24 @@ def test_readyz_reports_unreachable_redis(web_app, web_client):
     web_app.config["SETTINGS"] = replace(web_app.config["SETTINGS"], redis_url="redis://127.0.0.1:1/0")
     response = web_client.get("/api/v1/readyz")
     assert response.status_code == 503 and "redis unreachable" in response.get_json()["message"]
+
+
+def test_unreachable_queue_keeps_files_pending_and_close_retries(web_settings, web_app, web_token, web_redis):
+    from dataclasses import replace
+
+    from web import create_app
+
+    down = create_app({"SETTINGS": replace(web_settings, redis_url="redis://127.0.0.1:1/0"), "TESTING": True})
+    headers = web_token("alice")
+    created = down.test_client().post("/api/v1/jobs", data={"files": [upload("a.png", png_bytes())]}, headers=headers)
+    assert created.status_code == 201 and "unreachable" in created.get_json()["warning"]
+    job_id = created.get_json()["id"]
+    closed = down.test_client().post(f"/api/v1/jobs/{job_id}/close", headers=headers)
+    assert closed.status_code == 503 and "close again" in closed.get_json()["message"]
+    results = web_app.test_client().get(f"/api/v1/jobs/{job_id}/results", headers=headers).get_json()["results"]
+    assert [row["status"] for row in results] == ["pending"]
+
+    retried = web_app.test_client().post(f"/api/v1/jobs/{job_id}/close", headers=headers)  # Redis is back
+    assert retried.status_code == 200 and retried.get_json()["status"] == "queued"
+    assert queued_batches(web_redis) == [[results[0]["id"]]]
+    down.extensions["radbatch_engine"].dispose()
