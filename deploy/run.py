@@ -97,7 +97,7 @@ serverurl=unix://{home / "supervisor.sock"}
     config += _program("worker", worker, priority=20, stopwaitsecs=120)
     web = (
         f"{BIN / 'gunicorn'} --bind 127.0.0.1:{settings.port} --workers {web_workers} --threads 4"
-        f" --timeout 300 --access-logfile - 'web:create_app()'"
+        f" --timeout 300 --no-control-socket --access-logfile - 'web:create_app()'"
     )
     config += _program("web", web, priority=30)
     return config

