@@ -1,0 +1,132 @@
+"""`worker.inference.predict_batch` called directly (no Celery): idempotency, bad files, cancelled jobs, recovery query.
+
+Runs on SQLite and on a fresh PostgreSQL database, with the real trained models loaded in this process.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
+from db.session import make_engine, make_session_factory, session_scope
+from db.setup import make_dirs
+from db.users import create_user
+from settings import Settings
+from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
+from worker import inference, runtime
+from worker.recovery import find_stuck
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def loaded_models():
+    return runtime.load_models(Settings())
+
+
+@pytest.fixture
+def env(e2e_database_url: str, tmp_path):
+    settings = Settings(home=tmp_path, database_url=e2e_database_url, batch_size=8)
+    make_dirs(settings)
+    engine = make_engine(e2e_database_url)
+    yield settings, make_session_factory(engine)
+    engine.dispose()
+
+
+def make_job(settings: Settings, sessions, files: dict[str, bytes | None], **job_fields) -> tuple[int, list[int]]:
+    """A job with one queued image per entry; None means the stored file has gone missing."""
+    with session_scope(sessions) as session:
+        user = create_user(session, f"u{utcnow().timestamp()}", "pw")
+        job = Job(user_id=user.id, name="direct", **job_fields)
+        session.add(job)
+        session.flush()
+        for name, data in files.items():
+            stored = f"{job.id}-{name}"
+            if data is not None:
+                (settings.upload_dir / stored).write_bytes(data)
+            session.add(Image(job_id=job.id, filename=name, path=name, stored_name=stored, status=ImageStatus.queued))
+        session.flush()
+        return job.id, list(session.scalars(select(Image.id).where(Image.job_id == job.id).order_by(Image.id)))
+
+
+def run(settings, sessions, models, ids):
+    with session_scope(sessions) as session:
+        return inference.predict_batch(session, ids, models.models, models.ensemble, settings)
+
+
+def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -> None:
+    settings, sessions = env
+    good = {p.name: p.read_bytes() for p in sorted(PIPELINE_IMAGES.glob("*.png"))[:5]}
+    rgba = (PIPELINE_ORIGINALS / "00000773_001.png").read_bytes()
+    files = {**good, "rgba.png": rgba, "truncated.png": rgba[:5000], "gone.png": None}
+    job_id, ids = make_job(settings, sessions, files)
+
+    first = run(settings, sessions, loaded_models, ids)
+    second = run(settings, sessions, loaded_models, ids)
+    assert (len(first.done), len(first.failed)) == (6, 2)
+    assert (second.done, second.failed, sorted(second.skipped)) == ([], [], ids)
+
+    with session_scope(sessions) as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) >= 18
+        per_image = dict(
+            session.execute(
+                select(Prediction.image_id, func.count())
+                .where(Prediction.image_id.in_(ids))
+                .group_by(Prediction.image_id)
+            ).all()
+        )
+        assert sorted(per_image.values()) == [3] * 6
+        images = {image.path: image for image in session.scalars(select(Image).where(Image.job_id == job_id))}
+        assert images["truncated.png"].error.startswith("corrupt or truncated PNG file")
+        assert images["gone.png"].error == "the uploaded file is missing from the server's upload folder"
+        assert (images["rgba.png"].status, images["rgba.png"].mode) == (ImageStatus.done, "RGBA")
+        job = session.get(Job, job_id)
+        counts = dict(
+            session.execute(
+                select(Image.status, func.count()).where(Image.job_id == job_id).group_by(Image.status)
+            ).all()
+        )
+        assert (job.total, job.done, job.failed) == (len(ids), counts[ImageStatus.done], counts[ImageStatus.failed])
+        assert job.status == JobStatus.done and job.finished_at is not None
+
+
+def test_an_image_put_back_in_the_queue_never_gets_a_second_row(env, loaded_models) -> None:
+    settings, sessions = env
+    job_id, ids = make_job(
+        settings, sessions, {p.name: p.read_bytes() for p in sorted(PIPELINE_IMAGES.glob("*.png"))[:3]}
+    )
+    run(settings, sessions, loaded_models, ids)
+    with session_scope(sessions) as session:
+        session.get(Image, ids[0]).status = ImageStatus.queued  # as if a stale redelivery raced a status change
+    outcome = run(settings, sessions, loaded_models, ids)
+    assert outcome.done == [ids[0]]
+    with session_scope(sessions) as session:
+        assert session.scalar(select(func.count()).where(Prediction.image_id == ids[0])) == 3
+        assert session.get(Job, job_id).done == 3
+
+
+def test_images_of_a_cancelled_job_are_skipped(env, loaded_models) -> None:
+    settings, sessions = env
+    sample = sorted(PIPELINE_IMAGES.glob("*.png"))[0]
+    job_id, ids = make_job(settings, sessions, {sample.name: sample.read_bytes()}, status=JobStatus.cancelled)
+    outcome = run(settings, sessions, loaded_models, ids)
+    assert outcome.skipped == ids
+    with session_scope(sessions) as session:
+        assert session.scalar(select(func.count()).where(Prediction.image_id.in_(ids))) == 0
+        assert session.get(Image, ids[0]).status == ImageStatus.queued
+
+
+def test_the_recovery_query_finds_only_lost_work(env) -> None:
+    settings, sessions = env
+    data = sorted(PIPELINE_IMAGES.glob("*.png"))[0].read_bytes()
+    closed, closed_ids = make_job(settings, sessions, {"a.png": data, "b.png": data})
+    open_job, _ = make_job(settings, sessions, {"c.png": data}, is_open=True)
+    cancelled, _ = make_job(settings, sessions, {"d.png": data}, status=JobStatus.cancelled)
+    with session_scope(sessions) as session:
+        stuck = find_stuck(session, utcnow() + timedelta(seconds=1))
+        assert stuck.get(closed) == closed_ids
+        assert open_job not in stuck and cancelled not in stuck
+        assert closed not in find_stuck(session, utcnow() - timedelta(minutes=5))  # too recent to be called lost
