@@ -123,9 +123,10 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
         user = create_user(session, f"e2e-{home.name}", "e2e password")
         token, user_id = add_token(session, user, name="e2e"), user.id
     worker_log = home / "logs" / "worker.log"
-    worker = services.start_worker(env, worker_log, redis_url)
-    web, base_url = services.start_gunicorn(env, home / "logs" / "web.log")
+    worker = web = None
     try:
+        worker = services.start_worker(env, worker_log, redis_url)
+        web, base_url = services.start_gunicorn(env, home / "logs" / "web.log")
         yield Stack(
             settings=settings,
             env=env,
@@ -139,8 +140,10 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
             worker_log=worker_log,
         )
     finally:
-        services.stop_process(web)
-        services.stop_process(worker, timeout=60)
+        if web is not None:
+            services.stop_process(web)
+        if worker is not None:
+            services.stop_process(worker, timeout=60)
         engine.dispose()
 
 

@@ -83,13 +83,22 @@ def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
         pass
 
 
+def ready_or_stopped(process: subprocess.Popen, check, timeout: float, what: str, log: Path) -> None:
+    """Wait for a started process to be ready; if it never is, stop it before raising."""
+    try:
+        wait_for(check, timeout, what, process, log)
+    except BaseException:
+        stop_process(process)
+        raise
+
+
 def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir)]
     process = start_process(argv + ["--save", "", "--appendonly", "no"], dict(os.environ), data_dir / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for(lambda: redis.Redis.from_url(url).ping(), 20, "redis", process, data_dir / "redis.log")
+    ready_or_stopped(process, lambda: redis.Redis.from_url(url).ping(), 20, "redis", data_dir / "redis.log")
     return process, url
 
 
@@ -141,7 +150,7 @@ def start_worker(env: dict[str, str], log: Path, redis_url: str, timeout: float 
     argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork"]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "test@%h"]
     process = start_process(argv, env, log)
-    wait_for(lambda: list_ready_workers(redis_url), timeout, "celery worker", process, log)
+    ready_or_stopped(process, lambda: list_ready_workers(redis_url), timeout, "celery worker", log)
     return process
 
 
@@ -170,7 +179,7 @@ def start_gunicorn(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, st
     ]
     process = start_process(argv + ["--timeout", "120", "web:create_app()"], env, log)
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).ok, 60, "gunicorn", process, log)
+    ready_or_stopped(process, lambda: requests.get(f"{base}/healthz", timeout=2).ok, 60, "gunicorn", log)
     return process, base
 
 
