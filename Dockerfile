@@ -1,0 +1,27 @@
+# Two images from one file:
+#   target `web`    - the Flask app on gunicorn (also runs `python -m db.setup`); no GPU needed
+#   target `worker` - the Celery worker on TensorFlow's GPU image
+# Build context: the repository root (see docker-compose.yml).
+
+FROM python:3.11-slim AS web
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 RADBATCH_HOME=/data
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+COPY . .
+RUN useradd --create-home --uid 1000 radbatch && mkdir -p /data && chown radbatch /data
+USER radbatch
+EXPOSE 5000
+CMD ["sh", "-c", "python -m db.setup && exec gunicorn --bind 0.0.0.0:5000 --workers 4 --threads 4 --timeout 300 --no-control-socket --access-logfile - 'web:create_app()'"]
+
+FROM tensorflow/tensorflow:2.21.0-gpu AS worker
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 RADBATCH_HOME=/data TF_CPP_MIN_LOG_LEVEL=2
+WORKDIR /app
+COPY requirements.txt .
+# The base image brings TensorFlow with CUDA; install everything else.
+RUN grep -v '^tensorflow' requirements.txt > /tmp/requirements-worker.txt \
+    && pip install -r /tmp/requirements-worker.txt
+COPY . .
+RUN useradd --create-home --uid 1000 radbatch && mkdir -p /data && chown radbatch /data
+USER radbatch
+CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"]
