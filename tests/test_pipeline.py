@@ -154,7 +154,7 @@ def insert_queued_job(stack: Stack, copy_to_uploads, count: int, created_at=None
 def test_a_worker_killed_mid_batch_gets_the_batch_redelivered(e2e_stack: Stack, copy_to_uploads) -> None:
     from worker.celery_app import PREDICT_TASK, make_celery
 
-    job_id, ids = insert_queued_job(e2e_stack, copy_to_uploads, 600)
+    job_id, ids = insert_queued_job(e2e_stack, copy_to_uploads, 400)
     make_celery(e2e_stack.settings).send_task(PREDICT_TASK, args=[ids])
 
     thumbnails = [e2e_stack.settings.thumbnail_dir / f"{i}.png" for i in ids]
