@@ -98,8 +98,8 @@ def test_thumbnails_are_auth_checked(web_client, web_auth, web_token, web_settin
     web_settings.thumbnail_dir.mkdir(parents=True)
     (web_settings.thumbnail_dir / f"{first}.png").write_bytes(png_bytes((8, 8)))
     web_auth.login("alice")
-    real = web_client.get(f"/thumbnails/{first}.png")
-    assert real.status_code == 200 and real.mimetype == "image/png"
+    with web_client.get(f"/thumbnails/{first}.png") as real:
+        assert real.status_code == 200 and real.mimetype == "image/png"
     placeholder = web_client.get(f"/thumbnails/{second}.png")
     assert placeholder.status_code == 200 and placeholder.mimetype == "image/svg+xml"
     web_auth.logout()
@@ -111,7 +111,8 @@ def test_upload_portal_and_token_pages_render(web_client, web_auth):
     web_auth.login("alice")
     page = web_client.get("/upload").get_data(as_text=True)
     assert "webkitdirectory" in page and 'data-create-url="/api/v1/jobs"' in page and "upload.js" in page
-    assert web_client.get("/static/upload.js").status_code == 200
+    with web_client.get("/static/upload.js") as script:
+        assert script.status_code == 200
 
 
 @pytest.fixture
