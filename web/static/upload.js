@@ -108,7 +108,10 @@
     }
   }
 
+  const warnLeaving = (e) => { e.preventDefault(); e.returnValue = ""; };
+
   async function upload() {
+    window.addEventListener("beforeunload", warnLeaving); // leaving mid-upload would stop it
     startButton.disabled = true;
     errorLine.hidden = true;
     document.getElementById("upload-progress").hidden = false;
@@ -140,6 +143,7 @@
     statusLine.textContent = "Finishing…";
     await sendWithRetry(base + "/close", new FormData());
     bar.style.width = "100%";
+    window.removeEventListener("beforeunload", warnLeaving);
     window.location.href = `/jobs/${job.id}`;
   }
 
@@ -150,6 +154,7 @@
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
   drop.addEventListener("drop", (e) => { e.preventDefault(); fromDrop(e).catch((err) => { errorLine.textContent = err.message; errorLine.hidden = false; }); });
   startButton.addEventListener("click", () => upload().catch((err) => {
+    window.removeEventListener("beforeunload", warnLeaving);
     errorLine.textContent = `Upload stopped: ${err.message}`;
     errorLine.hidden = false;
     startButton.disabled = false;
