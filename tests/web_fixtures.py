@@ -1,4 +1,4 @@
-"""Fixtures for the web app tests: a temp SQLite database, real Redis for the queue, CSRF left on.
+"""Fixtures for the web app tests: a temp SQLite database, a real Redis for the queue, CSRF left on.
 
 Loaded from tests/conftest.py with `pytest_plugins = ["tests.web_fixtures"]`. Every name starts with `web_`
 so it cannot clash with the backend fixtures.
@@ -29,7 +29,7 @@ from settings import Settings
 from web import create_app
 from worker.celery_app import QUEUE
 
-WEB_TEST_REDIS_URL = os.environ.get("RADBATCH_TEST_WEB_REDIS_URL", "redis://127.0.0.1:6379/14")
+WEB_REDIS_DB = 14  # apart from db 0, where the end-to-end worker listens
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 
@@ -46,11 +46,20 @@ def upload(name: str, data: bytes) -> tuple[io.BytesIO, str]:
 
 
 @pytest.fixture
-def web_settings(tmp_path: Path) -> Settings:
+def web_redis_url(request: pytest.FixtureRequest) -> str:
+    """RADBATCH_TEST_WEB_REDIS_URL if set, else database 14 of the session's private Redis (tests/conftest.py)."""
+    url = os.environ.get("RADBATCH_TEST_WEB_REDIS_URL")
+    if url:
+        return url
+    return request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{WEB_REDIS_DB}"
+
+
+@pytest.fixture
+def web_settings(tmp_path: Path, web_redis_url: str) -> Settings:
     return Settings(
         home=tmp_path,
         database_url=f"sqlite:///{tmp_path / 'web.db'}",
-        redis_url=WEB_TEST_REDIS_URL,
+        redis_url=web_redis_url,
         secret_key="web-test-secret",
         batch_size=4,
         max_file_mb=1,
@@ -64,7 +73,7 @@ def web_redis(web_settings: Settings) -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.RedisError as error:
-        pytest.fail(f"the web tests need Redis at {WEB_TEST_REDIS_URL} (set RADBATCH_TEST_WEB_REDIS_URL): {error}")
+        pytest.fail(f"the web tests need Redis at {web_settings.effective_redis_url}: {error}")
 
     def clear() -> None:
         keys = [QUEUE, *client.scan_iter(match="radbatch:*"), *client.scan_iter(match="_kombu*")]
