@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
+from db.models import Image, ImageStatus, Job, JobStatus, Prediction
 from db.session import session_scope
 from models.registry import read_card, read_ensemble
 from tests import services
@@ -176,13 +176,19 @@ def test_a_worker_killed_mid_batch_gets_the_batch_redelivered(e2e_stack: Stack, 
 
 
 def test_the_recovery_sweep_requeues_images_whose_task_was_lost(e2e_stack: Stack, copy_to_uploads) -> None:
-    from worker.celery_app import make_celery
-    from worker.recovery import requeue_stuck
+    import redis
 
+    from worker.celery_app import make_celery
+    from worker.recovery import LOCK_KEY, broker_is_quiet, sweep_once
+
+    client = redis.Redis.from_url(e2e_stack.redis_url)
     job_id, ids = insert_queued_job(e2e_stack, copy_to_uploads, 20)  # queued, but no task was ever sent
+    services.wait_for(lambda: broker_is_quiet(client), 60, "the queue to drain")
+    client.delete(LOCK_KEY)  # the worker's own sweeper may hold it
+    app = make_celery(e2e_stack.settings)
     time.sleep(0.05)
-    sent = requeue_stuck(e2e_stack.settings, make_celery(e2e_stack.settings), older_than=utcnow())
-    assert sent >= len(ids)
+    assert sweep_once(e2e_stack.settings, app, client, interval=60, stuck_after=0) >= len(ids)
+    assert sweep_once(e2e_stack.settings, app, client, interval=60, stuck_after=0) == 0  # one sweeper per interval
     job = e2e_stack.api.wait_finished(job_id)
     assert (job["status"], job["done"]) == ("done", len(ids))
     assert_predicted_once(e2e_stack, job_id, len(ids))
