@@ -75,6 +75,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_user_created", "user_id", "created_at"),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_created", "created_at"),  # the admin's all-users history
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select
 
-from db.models import User
+from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import alembic_config
 from db.users import authenticate, user_for_token
@@ -51,6 +53,15 @@ def test_setup_migrates_bootstraps_the_admin_and_makes_users_and_tokens(tmp_path
         assert user_for_token(session, "t0k3n").username == "admin"
         assert user_for_token(session, token.stdout.strip()).username == "carol"
         assert session.scalar(select(User).where(User.username == "carol")).is_admin is False
+    engine.dispose()
+
+
+def test_the_migrations_match_the_models(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 
 
