@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,7 +25,13 @@ class Settings:
     batch_size: int = 32
     max_file_mb: int = 64
     served_models: tuple[str, ...] = ("cnn", "unet")
-    extra: dict = field(default_factory=dict)
+    admin_password: str | None = None
+    # A message taken by a worker that vanished comes back after this long; longer than any batch takes.
+    visibility_timeout_s: int = 3600
+    sweep_interval_s: int = 60  # how often the recovery sweep looks for lost work
+    stuck_after_s: int = 300  # how long an image may sit queued before the sweep sends it again
+    worker_concurrency: int = 1  # `make run`'s worker processes; each loads the models
+    web_workers: int = 2  # `make run`'s gunicorn workers
 
     @property
     def upload_dir(self) -> Path:
@@ -54,6 +60,12 @@ class Settings:
             batch_size=int(_env("BATCH_SIZE", "32")),
             max_file_mb=int(_env("MAX_FILE_MB", "64")),
             served_models=tuple(_env("SERVED_MODELS", "cnn,unet").split(",")),
+            admin_password=_env("ADMIN_PASSWORD"),
+            visibility_timeout_s=int(_env("VISIBILITY_TIMEOUT", "3600")),
+            sweep_interval_s=int(_env("SWEEP_INTERVAL", "60")),
+            stuck_after_s=int(_env("STUCK_AFTER", "300")),
+            worker_concurrency=int(_env("WORKER_CONCURRENCY", "1")),
+            web_workers=int(_env("WEB_WORKERS", "2")),
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -64,7 +63,7 @@ def bootstrap(settings: Settings) -> str:
     """Folders, migrations and the admin user; returns where the admin password comes from."""
     make_dirs(settings)
     migrate(settings.database_url)
-    password = os.environ.get("RADBATCH_ADMIN_PASSWORD") or None
+    password = settings.admin_password
     source = "RADBATCH_ADMIN_PASSWORD" if password else str(settings.home / "admin_password")
     engine = make_engine(settings.database_url)
     try:

@@ -110,9 +110,9 @@ def test_heartbeats_appear_and_disappear(redis_url: str) -> None:
 
 
 def test_the_launcher_starts_redis_only_without_a_redis_url(tmp_path) -> None:
-    local = supervisor_config(Settings(home=tmp_path, redis_port=6999, port=5123), concurrency=1, web_workers=2)
+    local = supervisor_config(Settings(home=tmp_path, redis_port=6999, port=5123, worker_concurrency=1))
     assert "[program:redis]" in local and "--port 6999" in local and "--appendonly yes" in local
     assert "[program:worker]" in local and "-A worker.celery_app worker -Q radbatch" in local
     assert "127.0.0.1:5123" in local and "'web:create_app()'" in local and "nodaemon=true" in local
-    remote = supervisor_config(Settings(home=tmp_path, redis_url="redis://elsewhere:6379/0"), 1, 2)
+    remote = supervisor_config(Settings(home=tmp_path, redis_url="redis://elsewhere:6379/0"))
     assert "[program:redis]" not in remote and "[program:worker]" in remote

@@ -32,6 +32,50 @@ LIMITS = """\
 """
 
 
+CARD_TEMPLATE = """# Model card: `{name}`
+
+Version `{version}` · architecture `{architecture}` ({parameters} parameters) ·
+input {size}x{size}x{channels} through `models.preprocess.preprocess` (the same function the worker uses) ·
+trained {trained_at}.
+
+**Task:** chest radiograph → probability of *disease* (any of NIH's 14 findings) vs *healthy* ("No Finding").
+
+## Data and split
+
+NIH ChestX-ray14 (folder `{folder}`), NIH Clinical Center, https://nihcc.app.box.com/v/ChestXray-NIHCC;
+Wang et al., *ChestX-ray8*, IEEE CVPR 2017. Patient-wise split, seed {seed}, stratified by label
+(`training/splits/{split_file}`): no patient appears in two splits. Images upsampled from 64 px excluded:
+{exclude_upsampled}.
+
+| split | images | patients | disease | healthy | upsampled from 64 px |
+|---|---|---|---|---|---|
+{split_lines}
+
+## Recipe
+
+Optimizer {recipe[optimizer]} (learning rate {recipe[learning_rate]}, weight decay {recipe[weight_decay]}),
+batch {recipe[batch_size]}, at most {recipe[max_epochs]} epochs, early stopping on
+`{recipe[early_stopping_monitor]}` (validation, patience {recipe[early_stopping_patience]}, best weights restored),
+learning rate halved on a validation plateau: {reduce_lr}, augmentation `{recipe[augmentation]}`
+(see `training/recipes.py`), class weighting: {recipe[class_weighting]}.
+Ran {training[epochs_run]} epochs (best {training[best_epoch]}) in {minutes} min on {training[machine]}.
+
+**Calibration:** {calibration_text}
+**Decision threshold:** {threshold}, {threshold_text}.
+Validation AUC {val_auc} (n={val_n}).
+
+## Test-split metrics (all four models and the ensemble, the same {test_n} images)
+
+{table}
+The ensemble is the mean of the calibrated `cnn` and `unet` probabilities (threshold by Youden's J on validation).
+Plots: `models/weights/report/`. Re-run on any NIH-layout folder:
+`python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json`.
+
+## Limits
+
+{limits}"""
+
+
 def metrics_table(test_metrics: dict) -> str:
     header = "| model | AUC [95% CI] | sensitivity | specificity | PPV | NPV | F1 | Brier | threshold |\n"
     header += "|---|---|---|---|---|---|---|---|---|\n"
@@ -63,50 +107,33 @@ def render_card(card: dict, test_metrics: dict) -> str:
         if card["threshold_rule"] == "youden"
         else "fixed at 0.5, as in the notebook"
     )
-    return f"""# Model card: `{card['name']}`
-
-Version `{card['version']}` · architecture `{card['architecture']}` ({card['parameters']:,} parameters) ·
-input {card['input']['size']}x{card['input']['size']}x{card['input']['channels']} through
-`models.preprocess.preprocess` (the same function the worker uses) · trained {card['trained_at']}.
-
-**Task:** chest radiograph → probability of *disease* (any of NIH's 14 findings) vs *healthy* ("No Finding").
-
-## Data and split
-
-NIH ChestX-ray14 (folder `{card['data']['folder']}`), NIH Clinical Center,
-https://nihcc.app.box.com/v/ChestXray-NIHCC; Wang et al., *ChestX-ray8*, IEEE CVPR 2017.
-Patient-wise split, seed {card['seed']}, stratified by label (`training/splits/{card['data']['split_file']}`):
-no patient appears in two splits. Images upsampled from 64 px excluded: {card['data']['exclude_upsampled']}.
-
-| split | images | patients | disease | healthy | upsampled from 64 px |
-|---|---|---|---|---|---|
-{split_lines}
-
-## Recipe
-
-Optimizer {recipe['optimizer']} (learning rate {recipe['learning_rate']}, weight decay {recipe['weight_decay']}),
-batch {recipe['batch_size']}, at most {recipe['max_epochs']} epochs,
-early stopping on `{recipe['early_stopping_monitor']}`
-(validation, patience {recipe['early_stopping_patience']}, best weights restored),
-learning rate halved on plateau: {bool(recipe['reduce_lr_patience'])}, augmentation `{recipe['augmentation']}`
-(see `training/recipes.py`), class weighting: {recipe['class_weighting']}.
-Ran {training['epochs_run']} epochs (best {training['best_epoch']}) in {training['seconds'] / 60:.1f} min on
-{training['machine']}.
-
-**Calibration:** {calibration_text}
-**Decision threshold:** {card['threshold']:.3f}, {threshold_text}.
-Validation AUC {card['validation']['auc']:.3f} (n={card['validation']['n']}).
-
-## Test-split metrics (all four models and the ensemble, same {next(iter(test_metrics.values()))['n']} images)
-
-{metrics_table(test_metrics)}
-The ensemble is the mean of the calibrated `cnn` and `unet` probabilities (threshold by Youden's J on validation).
-Plots: `models/weights/report/`. Re-run: `python -m training.evaluate --data DIR --models
-cnn,unet,seed-cnn,seed-unet --json` on any NIH-layout folder.
-
-## Limits
-
-{LIMITS}"""
+    fields = {
+        "name": card["name"],
+        "version": card["version"],
+        "architecture": card["architecture"],
+        "parameters": f"{card['parameters']:,}",
+        "size": card["input"]["size"],
+        "channels": card["input"]["channels"],
+        "trained_at": card["trained_at"],
+        "folder": card["data"]["folder"],
+        "seed": card["seed"],
+        "split_file": card["data"]["split_file"],
+        "exclude_upsampled": card["data"]["exclude_upsampled"],
+        "split_lines": split_lines,
+        "recipe": recipe,
+        "reduce_lr": bool(recipe["reduce_lr_patience"]),
+        "training": training,
+        "minutes": f"{training['seconds'] / 60:.1f}",
+        "calibration_text": calibration_text,
+        "threshold": f"{card['threshold']:.3f}",
+        "threshold_text": threshold_text,
+        "val_auc": f"{card['validation']['auc']:.3f}",
+        "val_n": card["validation"]["n"],
+        "test_n": next(iter(test_metrics.values()))["n"],
+        "table": metrics_table(test_metrics),
+        "limits": LIMITS,
+    }
+    return CARD_TEMPLATE.format(**fields)
 
 
 def write_cards(data_dir: Path, split_file: Path = DEFAULT_SPLIT, weights_dir: Path = WEIGHTS_DIR) -> dict:

@@ -31,6 +31,16 @@ DEFAULT_SPLIT = Path(__file__).resolve().parent / "splits" / "nih-cxr14-subset-s
 CACHE_DIR = Path("var") / "cache"
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.bincount(labels.astype(int), minlength=2)
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
@@ -158,7 +168,7 @@ def train(
             "epochs_run": len(history.history["loss"]),
             "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
             "seconds": round(training_seconds, 1),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU only ({platform.processor() or 'unknown'})",
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
             "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
         },
         "validation": {"auc": float(roc_auc_score(y_val, calibrated_val)), "n": int(len(y_val))},

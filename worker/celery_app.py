@@ -6,24 +6,18 @@ the worker command line is `celery -A worker.celery_app worker -Q radbatch`.
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
 from settings import Settings
 
 PREDICT_TASK = "radbatch.predict_batch"
 QUEUE = "radbatch"
-# A message taken by a worker that vanished (not just a killed child, which is rejected and requeued at once)
-# comes back after this many seconds; it must be longer than any batch takes.
-DEFAULT_VISIBILITY_TIMEOUT_S = 3600
 TASK_TIME_LIMIT_S = 900
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`; cheap, does not connect until it is used."""
     app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks"])
-    visibility_timeout = int(os.environ.get("RADBATCH_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -35,7 +29,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=QUEUE,
         task_routes={PREDICT_TASK: {"queue": QUEUE}},
         task_time_limit=TASK_TIME_LIMIT_S,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
         worker_cancel_long_running_tasks_on_connection_loss=True,

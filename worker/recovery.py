@@ -1,7 +1,7 @@
 """Recovery sweep: re-enqueue images whose task was lost (for example when Redis restarted empty).
 
-The database is the source of truth. Every SWEEP_INTERVAL_S one worker (a Redis lock picks it)
-looks for images still `queued` (or `pending` in a closed job) created more than STUCK_AFTER_S ago,
+The database is the source of truth. Every `settings.sweep_interval_s` one worker (a Redis lock picks it)
+looks for images still `queued` (or `pending` in a closed job) created more than `settings.stuck_after_s` ago,
 in jobs that are neither cancelled nor open, and sends their ids again. It only does so while the
 broker is quiet (the queue is empty and no message is unacknowledged), so a long backlog is never
 mistaken for lost work. Sending a batch twice is harmless: `predict_batch` is idempotent.
@@ -29,8 +29,6 @@ from worker.celery_app import PREDICT_TASK, QUEUE
 
 log = logging.getLogger(__name__)
 
-SWEEP_INTERVAL_S = int(os.environ.get("RADBATCH_SWEEP_INTERVAL", "60"))
-STUCK_AFTER_S = int(os.environ.get("RADBATCH_STUCK_AFTER", "300"))
 LOCK_KEY = "radbatch:sweep-lock"
 UNACKED_KEY = "unacked"  # kombu's Redis transport keeps unacknowledged messages in this hash
 
@@ -89,14 +87,14 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis, interval: i
 
 
 def start_sweeper(settings: Settings, app: Celery) -> threading.Thread:
-    """A daemon thread in the worker's main process that sweeps every SWEEP_INTERVAL_S."""
+    """A daemon thread in the worker's main process that sweeps every `settings.sweep_interval_s`."""
 
     def run() -> None:
         client = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=5)
         while True:
-            time.sleep(SWEEP_INTERVAL_S)
+            time.sleep(settings.sweep_interval_s)
             try:
-                sweep_once(settings, app, client, SWEEP_INTERVAL_S, STUCK_AFTER_S)
+                sweep_once(settings, app, client, settings.sweep_interval_s, settings.stuck_after_s)
             except (redis.RedisError, SQLAlchemyError, OSError) as error:
                 log.warning("recovery sweep skipped: %s", error)
 
