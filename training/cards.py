@@ -58,7 +58,8 @@ batch {recipe[batch_size]}, at most {recipe[max_epochs]} epochs, early stopping 
 `{recipe[early_stopping_monitor]}` (validation, patience {recipe[early_stopping_patience]}, best weights restored),
 learning rate halved on a validation plateau: {reduce_lr}, augmentation `{recipe[augmentation]}`
 (see `training/recipes.py`), class weighting: {recipe[class_weighting]}.
-Ran {training[epochs_run]} epochs (best {training[best_epoch]}) in {minutes} min on {training[machine]}.
+Ran {training[epochs_run]} epochs in {minutes} min on {training[machine]}, stopped by {training[stopped_by]};
+the weights are those of epoch {training[best_epoch]}, the best by `{recipe[early_stopping_monitor]}`.
 
 **Calibration:** {calibration_text}
 **Decision threshold:** {threshold}, {threshold_text}.

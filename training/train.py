@@ -59,6 +59,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, augment, seed: i
 
 
 def make_callbacks(recipe: Recipe, max_minutes: float | None, total_epochs: int) -> list:
+    """EarlyStopping first (train() reads where it stopped), progress, the LR schedule, the time limit."""
     import keras
 
     from training.progress import TimeBudget, TqdmProgress
@@ -124,16 +125,25 @@ def train(
     max_epochs = epochs or recipe.max_epochs
     train_data = make_dataset(x_train, y_train, recipe.batch_size, augmentation_layers(recipe.augmentation), seed, True)
     val_data = make_dataset(x_val, y_val, 64, None, seed, False)
+    callbacks = make_callbacks(recipe, max_minutes, max_epochs)
+    early_stopping = callbacks[0]
     started = time.perf_counter()
     history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=max_epochs,
         class_weight=class_weights(y_train) if recipe.class_weighting else None,
-        callbacks=make_callbacks(recipe, max_minutes, max_epochs),
+        callbacks=callbacks,
         verbose=0,
     )
     training_seconds = time.perf_counter() - started
+    epochs_run = len(history.history["loss"])
+    if early_stopping.stopped_epoch > 0:
+        stopped_by = "early stopping"
+    elif epochs_run < max_epochs:
+        stopped_by = f"time limit ({max_minutes:g} min)"
+    else:
+        stopped_by = "maximum epochs"
 
     raw_val = np.asarray(model.predict(x_val, batch_size=64, verbose=0)).reshape(-1)
     calibration = PlattScaling.fit(raw_val, y_val) if recipe.calibrate else PlattScaling()
@@ -165,8 +175,9 @@ def train(
             "splits": report,
         },
         "training": {
-            "epochs_run": len(history.history["loss"]),
-            "best_epoch": int(np.argmax(history.history["val_auc"])) + 1,
+            "epochs_run": epochs_run,
+            "best_epoch": early_stopping.best_epoch + 1,  # the restored weights, by the recipe's monitor
+            "stopped_by": stopped_by,
             "seconds": round(training_seconds, 1),
             "machine": f"{cpu_name()}, {os.cpu_count()} cores, CPU only",
             "history": {k: [round(float(v), 4) for v in vals] for k, vals in history.history.items()},
