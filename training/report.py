@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
 
 
 def write_report(out_dir: Path, results: dict, probabilities: dict[str, np.ndarray], labels: np.ndarray) -> list[Path]:
@@ -20,8 +20,11 @@ def write_report(out_dir: Path, results: dict, probabilities: dict[str, np.ndarr
 
     fig, ax = plt.subplots(figsize=(6, 6))
     for name, p in probabilities.items():
-        RocCurveDisplay.from_predictions(labels, p, name=f"{name} (AUC {results[name]['auc']:.3f})", ax=ax)
+        false_positive_rate, true_positive_rate, _ = roc_curve(labels, p)
+        ax.plot(false_positive_rate, true_positive_rate, label=f"{name} (AUC {results[name]['auc']:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)")
+    ax.legend(loc="lower right")
     ax.set_title(f"ROC, disease vs No Finding (n={len(labels)})")
     written.append(_save(fig, out_dir / "roc.png"))
 
