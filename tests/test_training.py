@@ -84,6 +84,7 @@ def trained_weights(tmp_path_factory) -> Path:
     for name in ("cnn", "unet", "seed-cnn", "seed-unet"):
         card = train(name, MINI, split_file=split, output_dir=out, epochs=1)
         assert card["training"]["epochs_run"] == 1
+        assert card["training"]["stopped_by"] == "maximum epochs" and card["training"]["best_epoch"] == 1
         assert (out / name / "weights.npz").stat().st_size < 25 * 2**20
     from training.ensemble import fit_ensemble
 

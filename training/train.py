@@ -140,7 +140,7 @@ def train(
     epochs_run = len(history.history["loss"])
     if early_stopping.stopped_epoch > 0:
         stopped_by = "early stopping"
-    elif epochs_run < max_epochs:
+    elif max_minutes and epochs_run < max_epochs:
         stopped_by = f"time limit ({max_minutes:g} min)"
     else:
         stopped_by = "maximum epochs"
