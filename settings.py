@@ -1,37 +1,49 @@
-"""The one settings object, read from RADBATCH_* environment variables."""
+"""The one settings object. Every field can be set with the environment variable RADBATCH_<FIELD NAME>.
+
+Reading the settings has no side effects: `python -m db.setup` creates the folders and the secret files.
+"""
 
 from __future__ import annotations
 
 import os
-import secrets
-from dataclasses import dataclass
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+SECRET_KEY_FILE = "secret_key"
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(f"RADBATCH_{name}")
-    return value if value not in (None, "") else default
+
+class SettingsError(ValueError):
+    """An environment variable that cannot be read as its setting's type."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path = Path("var")
-    database_url: str = ""
-    redis_url: str | None = None
+    home: Path = Path("var")  # everything the app writes
+    database_url: str = ""  # empty: SQLite at $RADBATCH_HOME/radbatch.db
+    redis_url: str | None = None  # unset: `make run` starts its own Redis on redis_port
     redis_port: int = 6390
     port: int = 5000
     admin_token: str | None = None
-    secret_key: str = ""
+    admin_password: str | None = None  # unset: generated once into $RADBATCH_HOME/admin_password
+    secret_key: str = ""  # empty: read from $RADBATCH_HOME/secret_key, which db.setup creates
     batch_size: int = 32
     max_file_mb: int = 64
     served_models: tuple[str, ...] = ("cnn", "unet")
-    admin_password: str | None = None
-    # A message taken by a worker that vanished comes back after this long; longer than any batch takes.
-    visibility_timeout_s: int = 3600
-    sweep_interval_s: int = 60  # how often the recovery sweep looks for lost work
-    stuck_after_s: int = 300  # how long an image may sit queued before the sweep sends it again
+    visibility_timeout: int = 3600  # seconds before a message taken by a vanished worker is handed out again
+    sweep_interval: int = 60  # seconds between recovery sweeps
+    stuck_after: int = 300  # seconds an image may wait queued before the sweep sends it again
     worker_concurrency: int = 1  # `make run`'s worker processes; each loads the models
     web_workers: int = 2  # `make run`'s gunicorn workers
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).resolve()
+        object.__setattr__(self, "home", home)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{home / 'radbatch.db'}")
+        if not self.secret_key and (home / SECRET_KEY_FILE).is_file():
+            object.__setattr__(self, "secret_key", (home / SECRET_KEY_FILE).read_text().strip())
 
     @property
     def upload_dir(self) -> Path:
@@ -42,38 +54,35 @@ class Settings:
         return self.home / "thumbnails"
 
     @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
     def effective_redis_url(self) -> str:
         """RADBATCH_REDIS_URL if set, else the local server that `make run` starts."""
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
 
     @classmethod
-    def from_env(cls) -> Settings:
-        home = Path(_env("HOME", "var")).resolve()
-        return cls(
-            home=home,
-            database_url=_env("DATABASE_URL", f"sqlite:///{home / 'radbatch.db'}"),
-            redis_url=_env("REDIS_URL"),
-            redis_port=int(_env("REDIS_PORT", "6390")),
-            port=int(_env("PORT", "5000")),
-            admin_token=_env("ADMIN_TOKEN"),
-            secret_key=_env("SECRET_KEY") or _persistent_secret(home),
-            batch_size=int(_env("BATCH_SIZE", "32")),
-            max_file_mb=int(_env("MAX_FILE_MB", "64")),
-            served_models=tuple(_env("SERVED_MODELS", "cnn,unet").split(",")),
-            admin_password=_env("ADMIN_PASSWORD"),
-            visibility_timeout_s=int(_env("VISIBILITY_TIMEOUT", "3600")),
-            sweep_interval_s=int(_env("SWEEP_INTERVAL", "60")),
-            stuck_after_s=int(_env("STUCK_AFTER", "300")),
-            worker_concurrency=int(_env("WORKER_CONCURRENCY", "1")),
-            web_workers=int(_env("WEB_WORKERS", "2")),
-        )
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for field in fields(cls):
+            raw = environ.get(f"RADBATCH_{field.name.upper()}", "")
+            if raw != "":
+                values[field.name] = _parse(field.name, raw, hints[field.name])
+        return cls(**values)
 
 
-def _persistent_secret(home: Path) -> str:
-    """A secret key generated once per installation and kept under RADBATCH_HOME."""
-    path = home / "secret_key"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+def _parse(name: str, raw: str, hint: object) -> object:
+    if hint is str or hint == str | None:
+        return raw
+    if hint is Path:
+        return Path(raw)
+    if hint == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"RADBATCH_{name.upper()} must be a whole number, got {raw!r}") from None
+    raise TypeError(f"no parser for setting {name} of type {hint}")

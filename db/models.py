@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import (
     Boolean,
@@ -36,6 +36,15 @@ class JobStatus(str, enum.Enum):
     failed = "failed"
     cancelled = "cancelled"
 
+    @classmethod
+    def finished(cls) -> tuple[JobStatus, ...]:
+        """Every image was processed (or the job was cancelled): nothing more will happen to it."""
+        return (cls.done, cls.failed, cls.cancelled)
+
+    @property
+    def is_finished(self) -> bool:
+        return self in JobStatus.finished()
+
 
 class ImageStatus(str, enum.Enum):
     pending = "pending"  # stored, not yet handed to a worker (open job still filling a batch)
@@ -43,6 +52,24 @@ class ImageStatus(str, enum.Enum):
     done = "done"
     failed = "failed"
     cancelled = "cancelled"
+
+    @classmethod
+    def unfinished(cls) -> tuple[ImageStatus, ...]:
+        """Still waiting for a worker: stored but not yet predicted, failed or cancelled."""
+        return (cls.pending, cls.queued)
+
+    @property
+    def is_unfinished(self) -> bool:
+        return self in ImageStatus.unfinished()
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes that were stored as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat()
 
 
 class User(Base):
@@ -91,6 +118,19 @@ class Job(Base):
 
     user: Mapped[User] = relationship()
     images: Mapped[list[Image]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "is_open": self.is_open,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
+        }
 
 
 class Image(Base):

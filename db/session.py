@@ -42,3 +42,14 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def database_session(database_url: str) -> Iterator[Session]:
+    """A one-off engine and one transaction on it, for scripts and background threads; disposed afterwards."""
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()

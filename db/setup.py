@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select
 
-from db.models import User
-from db.session import make_engine, make_session_factory, session_scope
-from db.users import add_token, create_user, ensure_admin, set_password
-from settings import Settings
+from db.session import database_session
+from db.users import add_token, create_user, ensure_admin, set_password, user_by_name
+from settings import SECRET_KEY_FILE, Settings
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD_FILE = "admin_password"
 
 
 class SetupError(RuntimeError):
@@ -46,61 +47,61 @@ def migrate(database_url: str, revision: str = "head") -> None:
 
 
 def make_dirs(settings: Settings) -> None:
-    for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.home / "logs"):
+    for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.log_dir):
         path.mkdir(parents=True, exist_ok=True)
 
 
-def stored_admin_password(home: Path) -> str:
-    """The generated admin password kept in $RADBATCH_HOME/admin_password (mode 600), made on first use."""
-    path = home / "admin_password"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(12) + "\n")
-        path.chmod(0o600)
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path`, created with mode 600 from the start (never readable by others)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(make() + "\n")
     return path.read_text().strip()
 
 
-def bootstrap(settings: Settings) -> str:
-    """Folders, migrations and the admin user; returns where the admin password comes from."""
+def bootstrap(settings: Settings) -> None:
+    """Folders, the secret key, migrations and the admin user."""
     make_dirs(settings)
+    if not settings.secret_key:
+        read_or_create_secret(settings.home / SECRET_KEY_FILE, lambda: secrets.token_hex(32))
     migrate(settings.database_url)
     password = settings.admin_password
-    source = "RADBATCH_ADMIN_PASSWORD" if password else str(settings.home / "admin_password")
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            exists = session.scalar(select(User).where(User.username == ADMIN_USERNAME)) is not None
-            if password is None and not exists:
-                password = stored_admin_password(settings.home)
-            ensure_admin(session, settings.admin_token, username=ADMIN_USERNAME, password=password)
-    finally:
-        engine.dispose()
-    return source
+    with database_session(settings.database_url) as session:
+        if password is None and user_by_name(session, ADMIN_USERNAME) is None:
+            password = read_or_create_secret(settings.home / ADMIN_PASSWORD_FILE, lambda: secrets.token_urlsafe(12))
+        ensure_admin(session, settings.admin_token, username=ADMIN_USERNAME, password=password)
+
+
+def login_instructions(settings: Settings) -> list[str]:
+    """How to log in and get an API token, for the set-up and launcher output."""
+    source = "RADBATCH_ADMIN_PASSWORD" if settings.admin_password else str(settings.home / ADMIN_PASSWORD_FILE)
+    api = (
+        "API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'"
+        if settings.admin_token
+        else f"API token: .venv/bin/python -m db.setup create-token {ADMIN_USERNAME}"
+    )
+    return [f"log in at http://127.0.0.1:{settings.port}/ as {ADMIN_USERNAME!r} with the password in {source}", api]
 
 
 def _create_user(settings: Settings, username: str, password: str, is_admin: bool) -> None:
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            user = session.scalar(select(User).where(User.username == username))
-            if user is None:
-                create_user(session, username, password, is_admin=is_admin)
-            else:
-                set_password(user, password)
-                user.is_admin = user.is_admin or is_admin
-    finally:
-        engine.dispose()
+    with database_session(settings.database_url) as session:
+        user = user_by_name(session, username)
+        if user is None:
+            create_user(session, username, password, is_admin=is_admin)
+        else:
+            set_password(user, password)
+            user.is_admin = user.is_admin or is_admin
 
 
 def _create_token(settings: Settings, username: str, label: str) -> str:
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            user = session.scalar(select(User).where(User.username == username))
-            if user is None:
-                raise SetupError(f"no user named {username!r}; create it with: python -m db.setup create-user")
-            return add_token(session, user, name=label)
-    finally:
-        engine.dispose()
+    with database_session(settings.database_url) as session:
+        user = user_by_name(session, username)
+        if user is None:
+            raise SetupError(f"no user named {username!r}; create it with: python -m db.setup create-user")
+        return add_token(session, user, name=label)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,13 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "create-token":
             print(_create_token(settings, args.name, args.label))
         else:
-            source = bootstrap(settings)
+            bootstrap(settings)
             print(f"radbatch is set up in {settings.home}")
-            print(f"  log in at http://127.0.0.1:{settings.port}/ as {ADMIN_USERNAME!r}; password: {source}")
-            if settings.admin_token:
-                print("  API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'")
-            else:
-                print(f"  API token: python -m db.setup create-token {ADMIN_USERNAME}")
+            print("\n".join(f"  {line}" for line in login_instructions(settings)))
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def user_by_name(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
 def create_user(session: Session, username: str, password: str, is_admin: bool = False) -> User:
     user = User(username=username, password_hash=generate_password_hash(password), is_admin=is_admin)
     session.add(user)
@@ -25,7 +29,7 @@ def create_user(session: Session, username: str, password: str, is_admin: bool =
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.username == username))
+    user = user_by_name(session, username)
     return user if user is not None and check_password_hash(user.password_hash, password) else None
 
 
@@ -51,7 +55,7 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 def ensure_admin(session: Session, token: str | None, username: str = "admin", password: str | None = None) -> User:
     """The admin user exists, is an admin, and (if given) owns exactly this API token."""
-    user = session.scalar(select(User).where(User.username == username))
+    user = user_by_name(session, username)
     if user is None:
         user = create_user(session, username, password or secrets.token_urlsafe(12), is_admin=True)
     user.is_admin = True

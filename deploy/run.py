@@ -15,6 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
+from db.setup import login_instructions
 from settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,12 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     path = settings.home / "supervisord.conf"
     path.write_text(config)
     print(f"radbatch: starting Redis, worker and web app (logs below; Ctrl-C stops everything); config {path}")
-    print(f"radbatch: open http://127.0.0.1:{settings.port}/ and log in as 'admin' with", end=" ")
-    if settings.admin_password:
-        print("the password in RADBATCH_ADMIN_PASSWORD")
-    else:
-        print(f"the password in {settings.home / 'admin_password'}")
-    print("radbatch: API token: `.venv/bin/python -m db.setup create-token admin`", flush=True)
+    print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)), flush=True)
     os.execv(str(BIN / "supervisord"), [str(BIN / "supervisord"), "--nodaemon", "--configuration", str(path)])
     return 0  # not reached
 

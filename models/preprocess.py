@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from models.formats import ACCEPTED, HEAD_BYTES, is_dicom
+
 SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "MPO": "JPEG"}
 MAX_PIXELS = 8192 * 8192
 RESAMPLE = Image.Resampling.BILINEAR
@@ -44,14 +46,14 @@ def decode_image(source: bytes | str | Path) -> Image.Image:
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
-    if len(data) > 132 and data[128:132] == b"DICM":
-        raise ImageDecodeError("DICOM files are not supported yet; upload PNG, JPEG, BMP or TIFF")
+    if is_dicom(data[:HEAD_BYTES]):
+        raise ImageDecodeError(f"DICOM files are not supported yet; {ACCEPTED}")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image: the content is not PNG, JPEG, BMP or TIFF") from None
+        raise ImageDecodeError(f"not an image: the content is not PNG, JPEG, BMP or TIFF; {ACCEPTED}") from None
     if image.format not in SUPPORTED_FORMATS:
-        raise ImageDecodeError(f"unsupported image format {image.format}; upload PNG, JPEG, BMP or TIFF")
+        raise ImageDecodeError(f"unsupported image format {image.format}; {ACCEPTED}")
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageDecodeError(f"image too large ({width}x{height} pixels)")

@@ -12,6 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select
 
+from broker import PREDICT_TASK, QUEUE, make_celery
+from broker.heartbeat import Heartbeat, list_ready_workers
 from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import alembic_config
@@ -19,8 +21,6 @@ from db.users import authenticate, user_for_token
 from deploy.run import supervisor_config
 from settings import Settings
 from tests.services import REPO_ROOT, service_env
-from worker.celery_app import PREDICT_TASK, QUEUE, make_celery
-from worker.heartbeat import Heartbeat, list_ready_workers
 
 
 def setup_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -37,6 +37,7 @@ def test_setup_migrates_bootstraps_the_admin_and_makes_users_and_tokens(tmp_path
     assert "log in at http://127.0.0.1:5000/" in first.stdout
     password_file = tmp_path / "admin_password"
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
     assert all((tmp_path / d).is_dir() for d in ("uploads", "thumbnails", "logs"))
     assert setup_cli(env).returncode == 0  # a second run changes nothing
 
@@ -82,7 +83,7 @@ def test_the_migration_downgrades_and_upgrades_again(tmp_path) -> None:
 
 def test_importing_the_celery_app_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, worker.celery_app as c, worker.heartbeat, worker.tasks; c.app; "
+        "import sys, worker.celery_app as c, broker.heartbeat, worker.tasks; c.app; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=service_env({}), capture_output=True)

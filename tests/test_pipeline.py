@@ -152,7 +152,7 @@ def insert_queued_job(stack: Stack, copy_to_uploads, count: int, created_at=None
 
 
 def test_a_worker_killed_mid_batch_gets_the_batch_redelivered(e2e_stack: Stack, copy_to_uploads) -> None:
-    from worker.celery_app import PREDICT_TASK, make_celery
+    from broker import PREDICT_TASK, make_celery
 
     job_id, ids = insert_queued_job(e2e_stack, copy_to_uploads, 400)
     make_celery(e2e_stack.settings).send_task(PREDICT_TASK, args=[ids])
@@ -178,7 +178,7 @@ def test_a_worker_killed_mid_batch_gets_the_batch_redelivered(e2e_stack: Stack, 
 def test_the_recovery_sweep_requeues_images_whose_task_was_lost(e2e_stack: Stack, copy_to_uploads) -> None:
     import redis
 
-    from worker.celery_app import make_celery
+    from broker import make_celery
     from worker.recovery import LOCK_KEY, broker_is_quiet, sweep_once
 
     client = redis.Redis.from_url(e2e_stack.redis_url)

@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import insert, select
 
+from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Prediction
-from db.progress import refresh_job
 from db.session import session_scope
 from tests.web_fixtures import png_bytes, queued_batches, upload
 

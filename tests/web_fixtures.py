@@ -22,12 +22,12 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker import QUEUE
 from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
 from db.users import add_token, create_user
 from settings import Settings
 from web import create_app
-from worker.celery_app import QUEUE
 
 WEB_REDIS_DB = 14  # apart from db 0, where the end-to-end worker listens
 PASSWORD = "correct horse battery staple"

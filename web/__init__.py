@@ -19,6 +19,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     config = dict(test_config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    if not settings.secret_key:
+        raise RuntimeError("no secret key: set RADBATCH_SECRET_KEY, or run `python -m db.setup` to make one")
     app.config.from_mapping(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
@@ -34,10 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.testing and not logging.getLogger().handlers:  # e.g. under gunicorn: make our log lines visible
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from web import database, enqueue
+    from web import extensions
 
-    database.init_app(app, settings)
-    enqueue.init_app(app, settings)
+    extensions.init_app(app, settings)
 
     csrf = CSRFProtect(app)
     app.extensions["radbatch_csrf"] = csrf

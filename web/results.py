@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from flask import abort
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.models import Image, ImageStatus, Prediction
-from web.pagination import PageArgs
+from web.query_args import PageArgs, choice, enum_choice, flag
 
 MODELS = ("cnn", "unet", "ensemble")
 LABELS = ("healthy", "disease")
@@ -43,27 +42,14 @@ class ResultFilter:
         return {key: value for key, value in args.items() if value}
 
 
-def _choice(args: Mapping[str, str], name: str, choices: Sequence[str], default: str | None) -> str | None:
-    raw = (args.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw not in choices:
-        abort(400, f"{name} must be one of {', '.join(choices)}; got {raw!r}")
-    return raw
-
-
 def parse_filter(args: Mapping[str, str]) -> ResultFilter:
-    status = _choice(args, "status", [s.value for s in ImageStatus], None)
-    disagree = (args.get("disagree") or "").strip().lower()
-    if disagree not in ("", "0", "1", "true", "false", "yes", "no"):
-        abort(400, f"disagree must be true or false; got {disagree!r}")
     return ResultFilter(
-        status=ImageStatus(status) if status else None,
-        label=_choice(args, "label", LABELS, None),
-        model=_choice(args, "model", MODELS, "ensemble") or "ensemble",
-        disagree=disagree in ("1", "true", "yes"),
-        sort=_choice(args, "sort", SORTS, "id") or "id",
-        order=_choice(args, "order", ("asc", "desc"), "asc") or "asc",
+        status=enum_choice(args, "status", ImageStatus),
+        label=choice(args, "label", LABELS, None),
+        model=choice(args, "model", MODELS, "ensemble") or "ensemble",
+        disagree=flag(args, "disagree"),
+        sort=choice(args, "sort", SORTS, "id") or "id",
+        order=choice(args, "order", ("asc", "desc"), "asc") or "asc",
     )
 
 

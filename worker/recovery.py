@@ -1,7 +1,7 @@
 """Recovery sweep: re-enqueue images whose task was lost (for example when Redis restarted empty).
 
-The database is the source of truth. Every `settings.sweep_interval_s` one worker (a Redis lock picks it)
-looks for images still `queued` (or `pending` in a closed job) created more than `settings.stuck_after_s` ago,
+The database is the source of truth. Every `settings.sweep_interval` seconds one worker (a Redis lock picks it)
+looks for images still `queued` (or `pending` in a closed job) created more than `settings.stuck_after` s ago,
 in jobs that are neither cancelled nor open, and sends their ids again. It only does so while the
 broker is quiet (the queue is empty and no message is unacknowledged), so a long backlog is never
 mistaken for lost work. Sending a batch twice is harmless: `predict_batch` is idempotent.
@@ -18,14 +18,15 @@ from datetime import datetime, timedelta
 
 import redis
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from broker import QUEUE, BrokerUnavailable, send_batches
+from db.jobs import set_image_status
 from db.models import Image, ImageStatus, Job, JobStatus, utcnow
-from db.session import make_engine, make_session_factory, session_scope
+from db.session import database_session
 from settings import Settings
-from worker.celery_app import PREDICT_TASK, QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +55,12 @@ def broker_is_quiet(client: redis.Redis) -> bool:
 
 def requeue_stuck(settings: Settings, app: Celery, older_than: datetime) -> int:
     """Mark stuck images queued, commit, then send them again in batches; returns how many were sent."""
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            stuck = find_stuck(session, older_than)
-            ids = [i for batch in stuck.values() for i in batch]
-            if ids:
-                session.execute(
-                    update(Image)
-                    .where(Image.id.in_(ids), Image.status == ImageStatus.pending)
-                    .values(status=ImageStatus.queued)
-                )
-    finally:
-        engine.dispose()
+    with database_session(settings.database_url) as session:
+        stuck = find_stuck(session, older_than)
+        set_image_status(session, [i for ids in stuck.values() for i in ids], ImageStatus.pending, ImageStatus.queued)
     sent = 0
     for job_id, image_ids in stuck.items():
-        for start in range(0, len(image_ids), settings.batch_size):
-            batch = image_ids[start : start + settings.batch_size]
-            app.send_task(PREDICT_TASK, args=[batch])
-            sent += len(batch)
+        sent += send_batches(app, image_ids, settings.batch_size)
         log.warning("recovery: re-enqueued %d images of job %d", len(image_ids), job_id)
     return sent
 
@@ -87,15 +75,15 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis, interval: i
 
 
 def start_sweeper(settings: Settings, app: Celery) -> threading.Thread:
-    """A daemon thread in the worker's main process that sweeps every `settings.sweep_interval_s`."""
+    """A daemon thread in the worker's main process that sweeps every `settings.sweep_interval` seconds."""
 
     def run() -> None:
         client = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=5)
         while True:
-            time.sleep(settings.sweep_interval_s)
+            time.sleep(settings.sweep_interval)
             try:
-                sweep_once(settings, app, client, settings.sweep_interval_s, settings.stuck_after_s)
-            except (redis.RedisError, SQLAlchemyError, OSError) as error:
+                sweep_once(settings, app, client, settings.sweep_interval, settings.stuck_after)
+            except (redis.RedisError, BrokerUnavailable, SQLAlchemyError, OSError) as error:
                 log.warning("recovery sweep skipped: %s", error)
 
     thread = threading.Thread(target=run, name="radbatch-recovery", daemon=True)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from celery import signals
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.heartbeat import Heartbeat
 from db.session import make_engine, make_session_factory
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
 from settings import Settings
-from worker.heartbeat import Heartbeat
 from worker.recovery import start_sweeper
 
 log = logging.getLogger(__name__)

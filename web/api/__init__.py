@@ -1,7 +1,17 @@
 """The JSON REST API under /api/v1: Bearer tokens (or the portal's session cookie plus a CSRF header)."""
 
-from flask import Blueprint
+from flask import Blueprint, request
+
+from web.auth.identity import api_user
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+PUBLIC_ENDPOINTS = {"api.healthz", "api.readyz"}
+
+
+@bp.before_request
+def authenticate() -> None:
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        api_user()
+
 
 from web.api import health, jobs  # noqa: E402,F401  (registers the routes on bp)

@@ -9,13 +9,12 @@ from flask import jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.heartbeat import list_ready_workers
 from web.api import bp
 from web.api.errors import error_response
-from web.database import get_db, get_settings
-from worker.heartbeat import list_ready_workers
+from web.extensions import get_db, get_settings
 
 logger = logging.getLogger(__name__)
-PUBLIC_ENDPOINTS = {"api.healthz", "api.readyz"}
 
 
 @bp.get("/healthz")

@@ -8,35 +8,17 @@ from pathlib import PurePosixPath
 
 from flask import abort, g, jsonify, request, url_for
 
+from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import JobStatus, User
-from db.progress import refresh_job
+from ingest import Incoming, QueueUnavailable, add_files, queue_pending
+from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import error_response
-from web.api.health import PUBLIC_ENDPOINTS
-from web.auth.identity import api_user
-from web.database import get_db, get_settings
-from web.enqueue import QueueUnavailable, enqueue_pending
-from web.jobs import (
-    cancel_job,
-    create_job,
-    get_job_or_404,
-    history,
-    job_to_dict,
-    parse_job_status,
-    require_accepting_files,
-)
-from web.pagination import page_args
+from web.extensions import celery_client, get_db, get_settings
+from web.query_args import enum_choice, flag, page_args
 from web.results import parse_filter, results_page
-from web.uploads import Incoming, add_files
 
 logger = logging.getLogger(__name__)
-_TRUE = ("1", "true", "yes", "on")
-
-
-@bp.before_request
-def authenticate() -> None:
-    if request.endpoint not in PUBLIC_ENDPOINTS:
-        api_user()
 
 
 def _user() -> User:
@@ -73,33 +55,33 @@ def _default_name(files: list[Incoming]) -> str:
     return parts[0] if len(parts) > 1 else f"{len(files)} file{'s' if len(files) != 1 else ''}"
 
 
-def _enqueue_quietly(job_id: int, full_batches_only: bool) -> str | None:
+def _queue(job_id: int, full_batches_only: bool) -> int:
+    batch_size = get_settings().batch_size
+    return queue_pending(get_db(), celery_client(), job_id, batch_size, full_batches_only)
+
+
+def _queue_quietly(job_id: int, full_batches_only: bool) -> str | None:
     """Send what is ready; an unreachable queue must not fail an upload whose files are already stored."""
     try:
-        enqueue_pending(get_db(), job_id, batch_size=get_settings().batch_size, full_batches_only=full_batches_only)
+        _queue(job_id, full_batches_only)
     except QueueUnavailable as error:
         return f"{error}; POST /api/v1/jobs/{job_id}/close to send them again"
     return None
 
 
-def _store(job_id: int, files: list[Incoming]) -> None:
-    settings = get_settings()
-    add_files(get_db(), job_id, files, settings.upload_dir, settings.max_file_mb)
-
-
 @bp.post("/jobs")
 def create():
     files = _incoming()
-    is_open = request.form.get("open", "").strip().lower() in _TRUE
+    is_open = flag(request.form, "open")
     if not files and not is_open:
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
     job = create_job(db, _user(), request.form.get("name", "").strip() or _default_name(files), is_open)
-    _store(job.id, files)
+    add_files(db, job.id, files, get_settings())
     refresh_job(db, job.id)
     db.commit()
-    warning = _enqueue_quietly(job.id, full_batches_only=is_open)
-    body = job_to_dict(job) | ({"warning": warning} if warning else {})
+    warning = _queue_quietly(job.id, full_batches_only=is_open)
+    body = job.to_dict() | ({"warning": warning} if warning else {})
     response = jsonify(body)
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
@@ -109,60 +91,63 @@ def create():
 @bp.post("/jobs/<int:job_id>/files")
 def add(job_id: int):
     db = get_db()
-    job = get_job_or_404(db, _user(), job_id)
+    job = job_or_404(_user(), job_id)
     require_accepting_files(job)
     files = _incoming()
     if not files:
         abort(400, "send at least one file in the repeated 'files' field")
-    _store(job.id, files)
+    add_files(db, job.id, files, get_settings())
     refresh_job(db, job.id)
     db.commit()
-    warning = _enqueue_quietly(job.id, full_batches_only=True)  # work starts as files arrive
-    return jsonify(job_to_dict(job) | {"added": len(files)} | ({"warning": warning} if warning else {}))
+    warning = _queue_quietly(job.id, full_batches_only=True)  # work starts as files arrive
+    return jsonify(job.to_dict() | {"added": len(files)} | ({"warning": warning} if warning else {}))
 
 
 @bp.post("/jobs/<int:job_id>/close")
 def close(job_id: int):
     """Stop accepting files and queue everything still pending; calling it again retries the queueing."""
     db = get_db()
-    job = get_job_or_404(db, _user(), job_id)
+    job = job_or_404(_user(), job_id)
     if job.status == JobStatus.cancelled:
         abort(409, f"job {job.id} was cancelled; there is nothing to close")
     job.is_open = False
     refresh_job(db, job.id)
     db.commit()
     try:
-        enqueue_pending(db, job.id, batch_size=get_settings().batch_size, full_batches_only=False)
+        _queue(job.id, full_batches_only=False)
     except QueueUnavailable as error:
         return error_response(503, f"{error}; POST /api/v1/jobs/{job.id}/close again to retry")
-    return jsonify(job_to_dict(job))
+    return jsonify(job.to_dict())
 
 
 @bp.get("/jobs/<int:job_id>")
 def get_job(job_id: int):
-    return jsonify(job_to_dict(get_job_or_404(get_db(), _user(), job_id)))
+    return jsonify(job_or_404(_user(), job_id).to_dict())
 
 
 @bp.get("/jobs/<int:job_id>/results")
 def results(job_id: int):
-    db = get_db()
-    job = get_job_or_404(db, _user(), job_id)
+    job = job_or_404(_user(), job_id)
     page = page_args(request.args)
-    rows, total = results_page(db, job.id, parse_filter(request.args), page)
+    rows, total = results_page(get_db(), job.id, parse_filter(request.args), page)
     return jsonify({"results": rows} | page.meta(total))
 
 
 @bp.get("/jobs")
 def list_jobs():
     page = page_args(request.args, default_per_page=50)
-    jobs, total = history(get_db(), _user(), parse_job_status(request.args.get("status")), page)
-    return jsonify({"jobs": [job_to_dict(job) for job in jobs]} | page.meta(total))
+    status = enum_choice(request.args, "status", JobStatus)
+    jobs, total = job_history(get_db(), _user(), status, page.per_page, page.offset)
+    return jsonify({"jobs": [job.to_dict() for job in jobs]} | page.meta(total))
 
 
 @bp.delete("/jobs/<int:job_id>")
 def cancel(job_id: int):
     db = get_db()
-    job = cancel_job(db, get_job_or_404(db, _user(), job_id))
+    try:
+        job = cancel_job(db, job_or_404(_user(), job_id))
+    except JobFinishedError as error:
+        abort(409, str(error))
     db.commit()
     logger.info("job %s cancelled by %s", job.id, _user().username)
-    return jsonify(job_to_dict(job))
+    return jsonify(job.to_dict())

@@ -10,7 +10,7 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from db.models import User
 from db.users import user_for_token
-from web.database import get_db
+from web.extensions import get_db
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 

@@ -11,7 +11,7 @@ from db.models import ApiToken
 from db.users import add_token, authenticate
 from web.auth import bp
 from web.auth.identity import current_user, login_required
-from web.database import get_db
+from web.extensions import get_db
 
 logger = logging.getLogger(__name__)
 

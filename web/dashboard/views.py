@@ -8,13 +8,13 @@ import re
 from flask import Response, abort, flash, redirect, render_template, request, send_file, stream_with_context, url_for
 from sqlalchemy import select
 
-from db.models import Image, Job
+from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
+from db.models import Image, Job, JobStatus
+from web.access import job_or_404
 from web.auth.identity import current_user, login_required
 from web.dashboard import bp
-from web.database import get_db, get_settings
-from web.jobs import cancel_job, get_job_or_404, parse_job_status, visible
-from web.jobs import history as job_history
-from web.pagination import page_args
+from web.extensions import get_db, get_settings
+from web.query_args import enum_choice, page_args
 from web.results import csv_lines, iter_results, parse_filter, results_page
 
 logger = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ PLACEHOLDER_SVG = (
 @bp.get("/jobs")
 @login_required
 def history():
-    status = parse_job_status(request.args.get("status"))
+    status = enum_choice(request.args, "status", JobStatus)
     page = page_args(request.args, default_per_page=25)
-    jobs, total = job_history(get_db(), current_user(), status, page)
+    jobs, total = job_history(get_db(), current_user(), status, page.per_page, page.offset)
     return render_template("dashboard/history.html", jobs=jobs, meta=page.meta(total), status=status)
 
 
@@ -44,7 +44,7 @@ def _results_context(job: Job) -> dict:
 @bp.get("/jobs/<int:job_id>")
 @login_required
 def job(job_id: int):
-    found = get_job_or_404(get_db(), current_user(), job_id)
+    found = job_or_404(current_user(), job_id)
     return render_template("dashboard/job.html", **_results_context(found))
 
 
@@ -52,7 +52,7 @@ def job(job_id: int):
 @login_required
 def job_rows(job_id: int):
     """The result table alone, for the job page's live refresh."""
-    found = get_job_or_404(get_db(), current_user(), job_id)
+    found = job_or_404(current_user(), job_id)
     return render_template("dashboard/_results.html", **_results_context(found))
 
 
@@ -60,7 +60,10 @@ def job_rows(job_id: int):
 @login_required
 def cancel(job_id: int):
     db = get_db()
-    cancel_job(db, get_job_or_404(db, current_user(), job_id))
+    try:
+        cancel_job(db, job_or_404(current_user(), job_id))
+    except JobFinishedError as error:
+        abort(409, str(error))
     db.commit()
     flash(f"Job {job_id} cancelled: images not yet processed will be skipped.")
     return redirect(url_for("dashboard.job", job_id=job_id))
@@ -74,10 +77,9 @@ def _csv_name(job: Job) -> str:
 @bp.get("/jobs/<int:job_id>/results.csv")
 @login_required
 def export_csv(job_id: int):
-    db = get_db()
-    found = get_job_or_404(db, current_user(), job_id)
+    found = job_or_404(current_user(), job_id)
     flt = parse_filter(request.args)
-    lines = stream_with_context(csv_lines(iter_results(db, found.id, flt)))
+    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt)))
     return Response(
         lines,
         mimetype="text/csv",
@@ -88,7 +90,7 @@ def export_csv(job_id: int):
 @bp.get("/thumbnails/<int:image_id>.png")
 @login_required
 def thumbnail(image_id: int):
-    query = visible(select(Image.id).join(Job, Job.id == Image.job_id).where(Image.id == image_id), current_user())
+    query = visible_jobs(select(Image.id).join(Job, Job.id == Image.job_id).where(Image.id == image_id), current_user())
     if get_db().scalar(query) is None:
         abort(404, f"image {image_id} not found among your jobs")
     path = get_settings().thumbnail_dir / f"{image_id}.png"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import render_template
 
+from models.formats import IMAGE_EXTENSIONS
 from web.auth.identity import login_required
-from web.database import get_settings
+from web.extensions import get_settings
 from web.upload import bp
-from web.uploads import SUPPORTED_EXTENSIONS
 
 CHUNK_FILES = 50
 CHUNK_BYTES = 20 * 2**20
@@ -23,5 +23,5 @@ def portal():
         chunk_bytes=CHUNK_BYTES,
         max_file_bytes=settings.max_file_mb * 2**20,
         max_file_mb=settings.max_file_mb,
-        extensions=sorted(SUPPORTED_EXTENSIONS),
+        extensions=sorted(IMAGE_EXTENSIONS),
     )

@@ -1,4 +1,4 @@
-"""Turn uploaded files into Image rows: store supported images under generated names, refuse the rest with a reason."""
+"""Turn incoming files into image rows: store supported images under generated names, refuse the rest with a reason."""
 
 from __future__ import annotations
 
@@ -13,21 +13,10 @@ from typing import IO
 from sqlalchemy.orm import Session
 
 from db.models import Image, ImageStatus
+from models.formats import ACCEPTED, DICOM_EXTENSIONS, HEAD_BYTES, IMAGE_EXTENSIONS, STORED_EXTENSION, is_dicom, sniff
+from settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Extension (lower case) -> the normalised extension the stored file gets.
-SUPPORTED_EXTENSIONS = {
-    ".png": ".png",
-    ".jpg": ".jpg",
-    ".jpeg": ".jpg",
-    ".bmp": ".bmp",
-    ".tif": ".tiff",
-    ".tiff": ".tiff",
-}
-DICOM_EXTENSIONS = {".dcm", ".dicom", ".dic"}
-ACCEPTED = "upload PNG, JPEG, BMP or TIFF"
-_HEAD_BYTES = 132  # enough for every signature below, DICOM's "DICM" at offset 128 included
 _MAX_PATH = 1024
 
 
@@ -49,29 +38,16 @@ def clean_relative_path(raw: str) -> str:
     return cleaned or "unnamed"
 
 
-def sniff(head: bytes) -> str | None:
-    """The normalised extension of a supported image from its first bytes, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    if head.startswith(b"BM") and len(head) >= 26:
-        return ".bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return ".tiff"
-    return None
-
-
 def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | None:
     """Why a file cannot be processed (a message for the person who uploaded it), or None if it is fine."""
     shown = extension or "(no extension)"
     if size == 0:
         return "empty file (0 bytes)"
-    if extension in DICOM_EXTENSIONS or head[128:132] == b"DICM":
+    if extension in DICOM_EXTENSIONS or is_dicom(head):
         return f"unsupported file type {shown}: DICOM support is coming; {ACCEPTED}"
     if size > max_bytes:
         return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
-    if extension not in SUPPORTED_EXTENSIONS:
+    if extension not in IMAGE_EXTENSIONS:
         return f"unsupported file type {shown}; {ACCEPTED}"
     if sniff(head) is None:
         return f"the content of this {shown} file is not a PNG, JPEG, BMP or TIFF image; {ACCEPTED}"
@@ -86,7 +62,7 @@ def _size_of(stream: IO[bytes]) -> int:
 
 
 def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int) -> Image:
-    """An Image row for one file; a supported file is copied to `upload_dir` under a generated name."""
+    """An image row for one file; a supported file is copied to `upload_dir` under a generated name."""
     path = clean_relative_path(incoming.path)
     filename = PurePosixPath(path).name[-255:]
     extension = PurePosixPath(filename).suffix.lower()
@@ -95,24 +71,24 @@ def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int
         reason = refusal(extension, head, size, max_bytes) if size > max_bytes else "the browser did not send it"
     else:
         size = _size_of(incoming.stream)
-        head = incoming.stream.read(_HEAD_BYTES)
+        head = incoming.stream.read(HEAD_BYTES)
         incoming.stream.seek(0)
         reason = refusal(extension, head, size, max_bytes)
     image = Image(job_id=job_id, filename=filename, path=path, size_bytes=size)
     if reason is not None:
         image.status, image.error = ImageStatus.failed, reason
         return image
-    stored_name = uuid.uuid4().hex + (sniff(head) or SUPPORTED_EXTENSIONS[extension])
+    stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
     with open(upload_dir / stored_name, "wb") as out:
         shutil.copyfileobj(incoming.stream, out, 1024 * 1024)
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
 
 
-def add_files(session: Session, job_id: int, files: list[Incoming], upload_dir: Path, max_file_mb: int) -> list[Image]:
-    """Add one Image row per file to the session (flushed, not committed); the caller refreshes the job."""
-    upload_dir.mkdir(parents=True, exist_ok=True)
-    images = [store_file(incoming, job_id, upload_dir, max_file_mb * 2**20) for incoming in files]
+def add_files(session: Session, job_id: int, files: list[Incoming], settings: Settings) -> list[Image]:
+    """Add one image row per file to the session (flushed, not committed); the caller refreshes the job."""
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    images = [store_file(incoming, job_id, settings.upload_dir, settings.max_file_mb * 2**20) for incoming in files]
     session.add_all(images)
     session.flush()
     refused = sum(image.status == ImageStatus.failed for image in images)

@@ -1,13 +1,18 @@
-"""Page arguments shared by the API and the dashboard; the slicing itself always happens in SQL."""
+"""Query-string and form arguments shared by the API and the dashboard: pages, flags, choices. Bad values are 400s."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Mapping
+from enum import Enum
+from typing import Mapping, TypeVar
 
 from flask import abort
 
 MAX_PER_PAGE = 1000
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+E = TypeVar("E", bound=Enum)
 
 
 @dataclass(frozen=True)
@@ -45,3 +50,25 @@ def page_args(args: Mapping[str, str], default_per_page: int = 100) -> PageArgs:
         page=positive_int(args, "page", 1),
         per_page=positive_int(args, "per_page", default_per_page, MAX_PER_PAGE),
     )
+
+
+def flag(args: Mapping[str, str], name: str) -> bool:
+    """A yes/no argument: true/yes/on/1 or false/no/off/0/empty, any case."""
+    raw = (args.get(name) or "").strip().lower()
+    if raw not in TRUE_WORDS + FALSE_WORDS:
+        abort(400, f"{name} must be true or false; got {raw!r}")
+    return raw in TRUE_WORDS
+
+
+def choice(args: Mapping[str, str], name: str, choices: Sequence[str], default: str | None) -> str | None:
+    raw = (args.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        abort(400, f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
+
+
+def enum_choice(args: Mapping[str, str], name: str, enum: type[E]) -> E | None:
+    raw = choice(args, name, [member.value for member in enum], None)
+    return enum(raw) if raw else None

@@ -1,10 +1,12 @@
-"""One SQLAlchemy session per request, opened lazily and closed at teardown."""
+"""What the app holds for every request: the settings, database sessions and the Celery client."""
 
 from __future__ import annotations
 
+from celery import Celery
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
+from broker import make_celery
 from db.session import make_engine, make_session_factory
 from settings import Settings
 
@@ -13,11 +15,16 @@ def init_app(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     app.extensions["radbatch_engine"] = engine
     app.extensions["radbatch_sessions"] = make_session_factory(engine)
+    app.extensions["radbatch_celery"] = make_celery(settings)
     app.teardown_appcontext(close_db)
 
 
+def get_settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
 def get_db() -> Session:
-    """The request's session; views commit explicitly, anything uncommitted is rolled back at teardown."""
+    """The request's session, opened lazily; views commit explicitly, anything uncommitted is rolled back."""
     if "db" not in g:
         g.db = current_app.extensions["radbatch_sessions"]()
     return g.db
@@ -29,5 +36,5 @@ def close_db(_error: BaseException | None = None) -> None:
         session.close()
 
 
-def get_settings() -> Settings:
-    return current_app.config["SETTINGS"]
+def celery_client() -> Celery:
+    return current_app.extensions["radbatch_celery"]

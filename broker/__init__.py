@@ -1,0 +1,10 @@
+"""The queue contract between whoever sends work (web, ingest, the recovery sweep) and the worker.
+
+Task name, queue, the Celery client, `send_batches` and the workers' readiness heartbeats. Never imports
+TensorFlow, `worker` or `web`; both of them import this.
+"""
+
+from broker.app import PREDICT_TASK, QUEUE, TASK_TIME_LIMIT_S, make_celery
+from broker.sending import BrokerUnavailable, send_batches
+
+__all__ = ["PREDICT_TASK", "QUEUE", "TASK_TIME_LIMIT_S", "BrokerUnavailable", "make_celery", "send_batches"]

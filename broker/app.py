@@ -1,0 +1,37 @@
+"""The Celery application shared by senders and the worker; cheap to build, connects on first use."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from settings import Settings
+
+PREDICT_TASK = "radbatch.predict_batch"
+QUEUE = "radbatch"
+TASK_TIME_LIMIT_S = 900
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for `settings`. The worker's tasks are found by name (`include`), never imported here."""
+    app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # results live in SQL, not in Celery
+        task_acks_late=True,  # ack after the batch is stored: a crash mid-batch means redelivery
+        task_reject_on_worker_lost=True,  # a killed child requeues its message instead of losing it
+        worker_prefetch_multiplier=1,  # one batch at a time per child: fair with slow batches
+        task_default_queue=QUEUE,
+        task_routes={PREDICT_TASK: {"queue": QUEUE}},
+        task_time_limit=TASK_TIME_LIMIT_S,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # keep trying while Redis restarts
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=180,  # a child loads TensorFlow and the models before it says it is up
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,11 @@
+"""Ingest: how a file enters radbatch, whatever brought it (portal, REST API, and later DICOM and the CLI).
+
+`add_files` checks each file, stores it under a generated name and creates its image row; `queue_pending`
+commits and then sends the job's pending images to the workers. Imports `db`, `broker` and `models.formats`;
+never `web`, `worker` or TensorFlow.
+"""
+
+from ingest.files import Incoming, add_files, clean_relative_path
+from ingest.queueing import QueueUnavailable, queue_pending
+
+__all__ = ["Incoming", "QueueUnavailable", "add_files", "clean_relative_path", "queue_pending"]
