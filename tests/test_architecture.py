@@ -1,0 +1,116 @@
+"""The layering the README's architecture section promises, checked on the source: who may import whom."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from settings import Settings, SettingsError
+from tests.services import REPO_ROOT, service_env
+
+PACKAGES = ("web", "worker", "db", "models", "training", "broker", "ingest", "deploy", "benchmarks")
+TENSORFLOW = ("tensorflow", "keras")
+
+FORBIDDEN = {
+    "web": ("worker", "training", *TENSORFLOW),
+    "ingest": ("web", "worker", "training", *TENSORFLOW),
+    "broker": ("web", "worker", "ingest", "training", "models", *TENSORFLOW),
+    "db": ("web", "worker", "ingest", "training", "models", *TENSORFLOW),
+    "models": ("db", "web", "worker", "ingest", "broker", "training"),
+    "worker": ("web", "training"),
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def source_files(package: str) -> list[Path]:
+    return sorted((REPO_ROOT / package).rglob("*.py"))
+
+
+def top_level(module: str) -> str:
+    return module.split(".")[0]
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
+    offences = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for path in source_files(package)
+        for module in imported_modules(path)
+        if top_level(module) in FORBIDDEN[package]
+    ]
+    assert offences == []
+
+
+def test_nothing_imports_web() -> None:
+    outside = [p for p in REPO_ROOT.glob("*.py")] + [f for pkg in PACKAGES if pkg != "web" for f in source_files(pkg)]
+    offences = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for path in outside
+        for module in imported_modules(path)
+        if top_level(module) == "web"
+    ]
+    assert offences == []
+
+
+def test_building_the_web_app_loads_no_tensorflow(tmp_path: Path) -> None:
+    code = (
+        "import sys; from web import create_app; create_app(); "
+        "loaded = [m for m in ('tensorflow', 'keras', 'worker', 'training') if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    env = service_env({"RADBATCH_HOME": str(tmp_path), "RADBATCH_SECRET_KEY": "x"})
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_every_module_stays_under_300_lines() -> None:
+    long = [
+        f"{path.relative_to(REPO_ROOT)}: {n} lines"
+        for pkg in PACKAGES
+        for path in source_files(pkg)
+        if (n := len(path.read_text().splitlines())) >= 300
+    ]
+    assert long == []
+
+
+def test_settings_read_every_field_from_its_environment_variable(tmp_path: Path) -> None:
+    environ = {
+        "RADBATCH_HOME": str(tmp_path),
+        "RADBATCH_BATCH_SIZE": "8",
+        "RADBATCH_SERVED_MODELS": "cnn, unet",
+        "RADBATCH_REDIS_URL": "redis://example:1/0",
+        "RADBATCH_STUCK_AFTER": "12",
+    }
+    settings = Settings.from_env(environ)
+    assert (settings.home, settings.batch_size, settings.served_models) == (tmp_path, 8, ("cnn", "unet"))
+    assert (settings.effective_redis_url, settings.stuck_after) == ("redis://example:1/0", 12)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'radbatch.db'}"
+    assert Settings.from_env({"RADBATCH_HOME": str(tmp_path)}) == Settings(home=tmp_path)
+    with pytest.raises(SettingsError, match="RADBATCH_BATCH_SIZE must be a whole number"):
+        Settings.from_env({"RADBATCH_BATCH_SIZE": "many"})
+
+
+def test_reading_the_settings_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Settings.from_env({"RADBATCH_HOME": str(home)})
+    assert not home.exists()
+    home.mkdir()
+    (home / "secret_key").write_text("kept\n")
+    os.chmod(home / "secret_key", 0o600)
+    assert Settings(home=home).secret_key == "kept"
