@@ -23,8 +23,10 @@ deps: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): requirements.txt | $(PY)
+# The project itself is installed editable (no dependencies: they are the requirements) for the `radbatch` command.
+$(STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -e . --no-deps
 	touch $(STAMP)
 
 lint: deps
