@@ -170,6 +170,7 @@ def test_100k_image_job_page_uses_a_few_queries(web_client, web_auth, web_querie
         f"/jobs/{big_job}?label=disease&model=cnn",
         f"/jobs/{big_job}?disagree=1&per_page=200",
         f"/jobs/{big_job}/rows?status=failed",
+        f"/jobs/{big_job}?q=STUDY42/&per_page=250&sort=probability",
         f"/api/v1/jobs/{big_job}/results?per_page=1000&page=100",
         "/jobs",
     ]
@@ -187,3 +188,6 @@ def test_100k_image_job_page_uses_a_few_queries(web_client, web_auth, web_querie
     api = web_client.get(f"/api/v1/jobs/{big_job}/results?per_page=1000&page=100").get_json()
     assert (api["total"], api["pages"], len(api["results"])) == (N_IMAGES, 100, 1000)
     assert all(len(row["predictions"]) == 3 for row in api["results"] if row["status"] == "done")
+    found = web_client.get(f"/api/v1/jobs/{big_job}/results?q=study42/&per_page=1000").get_json()
+    assert found["total"] == sum(1 for i in range(N_IMAGES) if i % 97 == 42)
+    assert all(row["path"].startswith("study42/") for row in found["results"])

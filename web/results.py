@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from flask import abort
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -17,6 +18,7 @@ from web.query_args import PageArgs, choice, enum_choice, flag
 MODELS = ("cnn", "unet", "ensemble")
 LABELS = ("healthy", "disease")
 SORTS = ("id", "path", "probability")
+MAX_QUERY = 200
 _CSV_CHUNK = 1000
 
 
@@ -28,6 +30,7 @@ class ResultFilter:
     disagree: bool = False  # CNN and U-Net labels differ
     sort: str = "id"
     order: str = "asc"
+    q: str = ""  # a substring of the path, case-insensitive
 
     def as_args(self) -> dict[str, str]:
         """The non-default values, as query-string arguments (for links and the CSV export)."""
@@ -38,8 +41,16 @@ class ResultFilter:
             "disagree": "1" if self.disagree else "",
             "sort": "" if self.sort == "id" else self.sort,
             "order": "" if self.order == "asc" else self.order,
+            "q": self.q,
         }
         return {key: value for key, value in args.items() if value}
+
+
+def search_text(args: Mapping[str, str]) -> str:
+    q = (args.get("q") or "").strip()
+    if len(q) > MAX_QUERY:
+        abort(400, f"q (a part of the file path to search for) may be at most {MAX_QUERY} characters")
+    return q
 
 
 def parse_filter(args: Mapping[str, str]) -> ResultFilter:
@@ -50,6 +61,7 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
         disagree=flag(args, "disagree"),
         sort=choice(args, "sort", SORTS, "id") or "id",
         order=choice(args, "order", ("asc", "desc"), "asc") or "asc",
+        q=search_text(args),
     )
 
 
@@ -57,6 +69,8 @@ def _filtered(job_id: int, flt: ResultFilter) -> Select:
     query = select(Image).where(Image.job_id == job_id)
     if flt.status is not None:
         query = query.where(Image.status == flt.status)
+    if flt.q:
+        query = query.where(func.lower(Image.path).contains(flt.q.lower(), autoescape=True))
     if flt.label is not None:
         labelled = aliased(Prediction)
         query = query.where(

@@ -33,6 +33,20 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def login_or_token_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A page that scripts may fetch too: a Bearer token if one is sent, else the session (else the login page)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get("Authorization", "").strip():
+            api_user()  # 401 for a bad or revoked token, never a redirect a script cannot follow
+        elif current_user() is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
 def api_user() -> User:
     """The caller of an API endpoint: a Bearer token, or the portal's session cookie plus a CSRF header."""
     header = request.headers.get("Authorization", "").strip()

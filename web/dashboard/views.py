@@ -5,13 +5,24 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Response, abort, flash, redirect, render_template, request, send_file, stream_with_context, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
 from sqlalchemy import select
 
 from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
 from web.access import job_or_404
-from web.auth.identity import current_user, login_required
+from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
 from web.extensions import get_db, get_settings
 from web.query_args import enum_choice, page_args
@@ -23,6 +34,7 @@ PLACEHOLDER_SVG = (
     '<rect width="64" height="64" fill="#e5e7eb"/><text x="32" y="36" font-size="9" text-anchor="middle" '
     'fill="#6b7280" font-family="sans-serif">no preview</text></svg>'
 )
+PAGE_SIZES = (25, 50, 100, 250)
 
 
 @bp.get("/jobs")
@@ -38,7 +50,8 @@ def _results_context(job: Job) -> dict:
     flt = parse_filter(request.args)
     page = page_args(request.args, default_per_page=50)
     rows, total = results_page(get_db(), job.id, flt, page)
-    return {"job": job, "rows": rows, "meta": page.meta(total), "flt": flt, "args": flt.as_args()}
+    sizes = sorted({*PAGE_SIZES, page.per_page})
+    return {"job": job, "rows": rows, "meta": page.meta(total), "flt": flt, "args": flt.as_args(), "page_sizes": sizes}
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -75,7 +88,7 @@ def _csv_name(job: Job) -> str:
 
 
 @bp.get("/jobs/<int:job_id>/results.csv")
-@login_required
+@login_or_token_required
 def export_csv(job_id: int):
     found = job_or_404(current_user(), job_id)
     flt = parse_filter(request.args)
@@ -88,7 +101,7 @@ def export_csv(job_id: int):
 
 
 @bp.get("/thumbnails/<int:image_id>.png")
-@login_required
+@login_or_token_required
 def thumbnail(image_id: int):
     query = visible_jobs(select(Image.id).join(Job, Job.id == Image.job_id).where(Image.id == image_id), current_user())
     if get_db().scalar(query) is None:
@@ -97,3 +110,8 @@ def thumbnail(image_id: int):
     if not path.is_file():  # not made yet (queued) or never (refused file): a placeholder, not cached
         return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
     return send_file(path.resolve(), mimetype="image/png", max_age=3600)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return current_app.send_static_file("favicon.ico")

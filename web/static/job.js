@@ -1,10 +1,11 @@
 // Live job page: poll the job's JSON every 2 s; when its counts change, re-render the result table
-// (server-rendered by the same template) and stop once the job has finished.
+// (server-rendered by the same template); once the job has finished, hide Cancel, show the finish time and stop.
 "use strict";
 (function () {
   const summary = document.getElementById("summary");
   if (!summary) return;
   const finishedStates = ["done", "failed", "cancelled"];
+  const utcMinute = (iso) => new Date(iso).toISOString().slice(0, 16).replace("T", " "); // as the server prints it
   let last = `${summary.dataset.status}:${summary.dataset.finished}`;
 
   function render(job) {
@@ -16,6 +17,10 @@
     progress.querySelector(".bar.failed").style.width = pct(job.failed);
     progress.querySelector(".small").textContent =
       `${finished} / ${job.total}` + (job.failed ? ` · ${job.failed} failed` : "");
+    const over = finishedStates.includes(job.status) && !job.is_open;
+    const cancel = document.getElementById("cancel-job");
+    if (cancel) cancel.hidden = over;
+    document.getElementById("job-finished").textContent = job.finished_at ? ` · finished ${utcMinute(job.finished_at)} UTC` : "";
   }
 
   async function poll() {
