@@ -1,0 +1,58 @@
+"""One image at full resolution for the viewer, rendered from the stored file by the models' own decoder."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from flask import Response, abort, g
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from db.jobs import visible_jobs
+from db.models import Image, Job
+from models.preprocess import ImageDecodeError, decode_image, to_gray
+from web.api import bp
+from web.extensions import get_db, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def visible_image_or_404(image_id: int) -> Image:
+    """The image if its job belongs to the caller (or the caller is an admin); otherwise 404."""
+    query = visible_jobs(select(Image).join(Job, Job.id == Image.job_id).where(Image.id == image_id), g.user)
+    image = get_db().scalar(query)
+    if image is None:
+        abort(404, f"image {image_id} not found among your jobs")
+    return image
+
+
+def render_png(data: bytes) -> bytes:
+    """The stored file as an 8-bit gray PNG, through the same decoding and gray conversion as the models."""
+    gray = to_gray(decode_image(data))
+    pixels = np.rint(gray * 255.0).astype(np.uint8)
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+@bp.get("/images/<int:image_id>/image.png")
+def image_png(image_id: int):
+    image = visible_image_or_404(image_id)
+    if not image.stored_name:
+        abort(404, f"image {image_id} has no stored file: {image.error or 'it was not uploaded'}")
+    path = get_settings().upload_dir / image.stored_name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        abort(404, f"the stored file of image {image_id} is gone (it may have been purged)")
+    try:
+        png = render_png(data)
+    except (ImageDecodeError, OSError, SyntaxError) as error:  # Pillow can raise the last two while reading a header
+        abort(422, f"image {image_id} cannot be shown: {error}")
+    return Response(
+        png,
+        mimetype="image/png",
+        headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+    )
