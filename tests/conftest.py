@@ -25,13 +25,14 @@ from db.users import add_token, create_user
 from settings import Settings
 from tests import services
 
-pytest_plugins = ["tests.web_fixtures"]
+pytest_plugins = ["tests.web_fixtures", "tests.browser_fixtures"]
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 PIPELINE_IMAGES = TEST_DATA / "pipeline" / "images"
 PIPELINE_ORIGINALS = TEST_DATA / "pipeline" / "originals"
 SHARED_DATA = Path(os.environ.get("RADBATCH_SHARED_DATA", services.REPO_ROOT.parent / "shared" / "data"))
 E2E_BATCH_SIZE = 16
+E2E_PASSWORD = "e2e password"  # the stack's user logs in with it in the browser tests
 
 
 def skip_or_fail(reason: str) -> None:
@@ -88,6 +89,8 @@ class Stack:
     base_url: str
     token: str
     user_id: int
+    username: str
+    password: str
     redis_url: str
     worker: subprocess.Popen
     worker_log: Path
@@ -120,8 +123,8 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
     engine = make_engine(e2e_database_url)
     sessions = make_session_factory(engine)
     with session_scope(sessions) as session:
-        user = create_user(session, f"e2e-{home.name}", "e2e password")
-        token, user_id = add_token(session, user, name="e2e"), user.id
+        user = create_user(session, f"e2e-{home.name}", E2E_PASSWORD)
+        token, user_id, username = add_token(session, user, name="e2e"), user.id, user.username
     worker_log = home / "logs" / "worker.log"
     worker = web = None
     try:
@@ -135,6 +138,8 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
             base_url=base_url,
             token=token,
             user_id=user_id,
+            username=username,
+            password=E2E_PASSWORD,
             redis_url=redis_url,
             worker=worker,
             worker_log=worker_log,
