@@ -1,0 +1,1 @@
+"""radbatch command-line client."""
