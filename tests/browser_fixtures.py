@@ -45,9 +45,10 @@ def chromium() -> Iterator[object]:
     if not CHROMIUM.exists():
         skip_or_fail(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         skip_or_fail("the playwright package is missing (make deps installs requirements.txt)")
+    expect.set_options(timeout=TIMEOUT_MS)  # a busy 2-core CI machine is slower than Playwright's 5 s default
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
