@@ -1,0 +1,275 @@
+"""DICOM files in: detect by content, refuse what is not an X-ray image, decode to an 8-bit picture.
+
+`read_dicom` parses a file (bytes or a path) and refuses, with a `DicomError` saying why, anything
+that is not an image: structured reports, presentation states, RT objects, encapsulated documents,
+DICOMDIRs (`DicomDirError`, so a folder upload can skip it), truncated files, files without pixel
+data and absurd image sizes (before any decoding). `decode_dicom` turns an image into a `DicomImage`:
+an 8-bit Pillow image after the display pipeline of `models.dicom_display` (modality LUT, VOI LUT or
+window, MONOCHROME1, Bits Stored), the metadata kept per image, and the notes and warnings for its
+row. The picture then goes through `models.preprocess.preprocess` like any other image.
+
+Every transfer syntax pydicom 3 can decode with the installed plugins is read: native little/big
+endian and deflated by pydicom; RLE by pylibjpeg-rle; JPEG (baseline, extended, lossless) by GDCM;
+JPEG-LS by pyjpegls (CharLS); JPEG 2000 by pylibjpeg-openjpeg.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.fileset import FileSet
+from pydicom.pixels import get_decoder
+from pydicom.pixels.processing import apply_color_lut
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from models import dicom_jpeg12
+from models.dicom_checks import DicomDirError, DicomError, check_is_image, image_warnings
+from models.dicom_display import apply_display
+from models.preprocess import MAX_PIXELS
+
+# A resize from at least REDUCING_GAP times the target size after a box reduction is indistinguishable
+# from a resize of the full image (Pillow's own `reducing_gap` argument uses the same idea).
+REDUCING_GAP = 4.0
+READ_ERRORS = (InvalidDicomError, EOFError, ValueError, OSError, struct.error, KeyError, TypeError, IndexError)
+
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+dicom_jpeg12.register()
+
+
+@dataclass(frozen=True)
+class DicomMetadata:
+    """What is kept per image. Read it after de-identification: the de-identified values are what is stored."""
+
+    sop_class_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    accession_number: str | None
+    study_date: str | None
+    modality: str | None
+    view_position: str | None
+    body_part_examined: str | None
+    photometric_interpretation: str | None
+    bits_stored: int | None
+    rows: int | None
+    columns: int | None
+    number_of_frames: int
+    transfer_syntax_uid: str | None
+    transfer_syntax_name: str | None
+    pixel_spacing_mm: tuple[float, float] | None
+    pixel_spacing_source: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DicomImage:
+    image: Image.Image
+    metadata: DicomMetadata
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def looks_like_dicom(data: bytes) -> bool:
+    """DICOM by content: the "DICM" prefix after a 128-byte preamble, or a raw data set (no preamble).
+
+    A raw data set (PACS exports such as IM000001) starts with its lowest element: group 0002 (file
+    meta) or 0008. After the tag come either two upper-case VR letters (explicit VR) or a small even
+    value length (implicit VR). PNG, JPEG, TIFF and BMP signatures never match this.
+    """
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if len(data) < 8:
+        return False
+    group, _ = struct.unpack_from("<HH", data)
+    if group not in (0x0002, 0x0008):
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    (length,) = struct.unpack_from("<I", data, 4)
+    return length % 2 == 0 and length < min(len(data), 4096)
+
+
+def _fill_transfer_syntax(ds: Dataset) -> None:
+    """A raw data set has no file meta: take its transfer syntax from how pydicom read it."""
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in ds.file_meta:
+        return
+    implicit, little = ds.original_encoding
+    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+        raise DicomError("corrupt", "compressed pixel data without a file meta header naming its transfer syntax")
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _check_not_truncated(ds: Dataset) -> None:
+    if not len(ds):
+        raise DicomError("truncated", "truncated DICOM file: no data elements after the header")
+    last = ds.get_item(max(ds.keys()))
+    length, value = getattr(last, "length", None), getattr(last, "value", None)
+    if length not in (None, 0xFFFFFFFF) and isinstance(value, bytes) and len(value) < length:
+        raise DicomError(
+            "truncated", f"truncated DICOM file: element {last.tag} has {len(value)} of its {length} bytes"
+        )
+
+
+def read_dicom(source: bytes | str | Path) -> Dataset:
+    """Parse a DICOM file and check it is an image that can be decoded, or raise DicomError."""
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    if not looks_like_dicom(data):
+        raise DicomError("not-dicom", "not a DICOM file: no DICM prefix and no DICOM data set at the start")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        if any("End of file reached" in str(warning.message) for warning in caught):
+            raise DicomError("truncated", "truncated DICOM file: the compressed pixel data ends before its end marker")
+        _check_not_truncated(ds)
+        _fill_transfer_syntax(ds)
+        check_is_image(ds)
+    except DicomError:
+        raise
+    except READ_ERRORS as error:
+        raise DicomError("corrupt", f"corrupt or truncated DICOM file: {error}") from None
+    return ds
+
+
+def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
+    """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
+    try:
+        return [Path(instance.path) for instance in FileSet(pydicom.dcmread(dicomdir))]
+    except READ_ERRORS as error:
+        raise DicomError("corrupt", f"unreadable DICOMDIR: {error}") from None
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value).strip() or None if value is not None else None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if value is not None and len(value) == 2:
+                return (float(value[0]), float(value[1])), keyword
+        except (TypeError, ValueError):
+            continue
+    return None, None
+
+
+def dicom_metadata(ds: Dataset) -> DicomMetadata:
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    spacing, spacing_source = _spacing(ds)
+    return DicomMetadata(
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_date=_text(ds, "StudyDate"),
+        modality=_text(ds, "Modality"),
+        view_position=_text(ds, "ViewPosition"),
+        body_part_examined=_text(ds, "BodyPartExamined"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+        bits_stored=_int(ds, "BitsStored"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        number_of_frames=max(1, _int(ds, "NumberOfFrames") or 1),
+        transfer_syntax_uid=str(syntax) if syntax else None,
+        transfer_syntax_name=UID(syntax).name if syntax else None,
+        pixel_spacing_mm=spacing,
+        pixel_spacing_source=spacing_source,
+    )
+
+
+def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
+    syntax = ds.file_meta.TransferSyntaxUID
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DicomError("unsupported", f"no decoder for transfer syntax {UID(syntax).name} ({syntax})") from None
+    if not decoder.is_available:
+        raise DicomError("unsupported", f"the decoder for {UID(syntax).name} is not installed")
+    try:
+        return decoder.as_array(ds, index=0, as_rgb=True)
+    except DicomError:
+        raise
+    except (*READ_ERRORS, RuntimeError, NotImplementedError, AttributeError) as error:
+        raise DicomError("corrupt", f"cannot decode the {UID(syntax).name} pixel data: {error}") from None
+
+
+def _to_gray8(ds: Dataset, pixels: np.ndarray, meta: dict, notes: list[str]) -> np.ndarray:
+    photometric = str(meta.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))).upper()
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        photometric = "RGB"
+    if pixels.ndim == 3:
+        notes.append(f"colour image ({photometric}) converted to grayscale")
+        if pixels.dtype.itemsize > 1:
+            pixels = (pixels >> (8 * pixels.dtype.itemsize - 8)).astype(np.uint8)
+        return np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3]).astype(np.uint8), "RGB").convert("L"))
+    if pixels.dtype.itemsize > 2:
+        raise DicomError("unsupported", f"{8 * pixels.dtype.itemsize}-bit pixel data is not supported (at most 16)")
+    bits_stored = int(meta.get("bits_stored") or ds.get("BitsStored") or 8 * pixels.dtype.itemsize)
+    signed = bool(meta.get("pixel_representation", ds.get("PixelRepresentation", 0)))
+    native = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("="))
+    return apply_display(ds, native, bits_stored, signed, notes)
+
+
+def decode_dicom(source: bytes | str | Path | Dataset, target_size: int | None = None) -> DicomImage:
+    """Decode the first frame to an 8-bit grayscale image after the DICOM display pipeline.
+
+    With `target_size` (the model input side), the picture is box-reduced by an integer factor while
+    its longer side stays at least REDUCING_GAP times `target_size`, so preprocessing never converts
+    a full-resolution image to float.
+    """
+    ds = source if isinstance(source, Dataset) else read_dicom(source)
+    metadata = dicom_metadata(ds)
+    notes: list[str] = []
+    if metadata.number_of_frames > 1:
+        notes.append(f"multi-frame file ({metadata.number_of_frames} frames): the first frame was used")
+    pixels, meta = _first_frame(ds)
+    image = Image.fromarray(_to_gray8(ds, pixels, meta, notes), "L")
+    if target_size:
+        factor = int(max(image.size) / (target_size * REDUCING_GAP))
+        if factor > 1:
+            image = image.reduce(factor)
+    return DicomImage(image=image, metadata=metadata, notes=notes, warnings=image_warnings(ds))
+
+
+__all__ = [
+    "MAX_PIXELS",
+    "DicomDirError",
+    "DicomError",
+    "DicomImage",
+    "DicomMetadata",
+    "decode_dicom",
+    "dicom_metadata",
+    "dicomdir_paths",
+    "image_warnings",
+    "looks_like_dicom",
+    "read_dicom",
+]
