@@ -15,6 +15,7 @@ duplicates it), and all of a study's reports share one series.
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -35,9 +36,9 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 
 MANUFACTURER = "radbatch"
+UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "radbatch:dicom-sr")
 SR_SERIES_NUMBER = 9901
 CHEST_RADIOGRAPH = Code("399208008", "SCT", "Plain chest X-ray")
 CLINICAL_FINDING = Code("404684003", "SCT", "Clinical finding")
@@ -73,7 +74,8 @@ class ModelResult(NamedTuple):
 
 
 def _uid(*parts: str) -> str:
-    return generate_uid(prefix=None, entropy_srcs=["radbatch-sr", *parts])
+    """A UID under the UUID arc 2.25 from a name-based (version 5) UUID: the same parts give the same UID."""
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, '|'.join(parts)).int}"
 
 
 def _group(source: Dataset, result: ModelResult) -> MeasurementsAndQualitativeEvaluations:

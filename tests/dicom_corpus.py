@@ -180,8 +180,23 @@ def _dicomdir(w: _Writer) -> None:
         w.corpus.files["dicomdir"] = CorpusFile(folder / "DICOMDIR", error_kind="dicomdir")
 
 
-def build_corpus(out_dir: Path, png: Path) -> Corpus:
-    """Every corpus file made from `png` (8-bit grayscale), written under `out_dir`."""
+SHARED_DICOM = {
+    "shared_dx": "nih_cxr_gcp_DX_uncompressed_NoFinding.dcm",
+    "shared_jpeg_baseline": "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819_CR_jpegbaseline.dcm",
+    "shared_monochrome1": "txv_Fake_MONOHR1_CR_MONOCHROME1_modified.dcm",
+}
+
+
+def _shared(w: _Writer, shared_dicom: Path) -> None:
+    for name, filename in SHARED_DICOM.items():
+        if (shared_dicom / filename).is_file():
+            w.corpus.files[name] = CorpusFile(shared_dicom / filename, lossy=name != "shared_dx")
+        else:
+            w.corpus.missing[name] = f"the shared DICOM file {shared_dicom / filename} is missing"
+
+
+def build_corpus(out_dir: Path, png: Path, shared_dicom: Path | None = None) -> Corpus:
+    """Every corpus file made from `png` (8-bit grayscale), written under `out_dir`, plus the shared DICOM files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     p = np.asarray(Image.open(png).convert("L"))
     corpus = Corpus()
@@ -190,6 +205,8 @@ def build_corpus(out_dir: Path, png: Path) -> Corpus:
     _pixel_cases(writer, p)
     _refused(writer, p)
     _dicomdir(writer)
+    if shared_dicom is not None:
+        _shared(writer, shared_dicom)
     return corpus
 
 
