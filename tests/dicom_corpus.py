@@ -75,7 +75,7 @@ def twelve_bit(p: np.ndarray, seed: int = 0) -> np.ndarray:
     return p.astype(np.uint16) * 16 + noise
 
 
-def _run(tool: str, *args: str | Path) -> str | None:
+def run_dcmtk(tool: str, *args: str | Path) -> str | None:
     """Run a dcmtk tool; the reason it could not, or None."""
     if shutil.which(tool) is None:
         return f"dcmtk's {tool} is not installed (apt-get install dcmtk)"
@@ -95,7 +95,7 @@ class _Writer:
 
     def tool(self, name: str, tool: str, args: list, source: Path, expected, lossy: bool) -> None:
         path = self.out_dir / f"{name}.dcm"
-        problem = _run(tool, *args, source, path)
+        problem = run_dcmtk(tool, *args, source, path)
         if problem:
             self.corpus.missing[name] = problem
         else:
@@ -173,7 +173,7 @@ def _dicomdir(w: _Writer) -> None:
     (folder / "IMAGES").mkdir(parents=True, exist_ok=True)
     for index, name in enumerate(("explicit_le_8bit", "explicit_le"), start=1):
         shutil.copyfile(w.corpus.files[name].path, folder / "IMAGES" / f"IM{index:06d}")
-    problem = _run("dcmmkdir", "+r", "+I", "+id", folder, "+D", folder / "DICOMDIR", "IMAGES")
+    problem = run_dcmtk("dcmmkdir", "+r", "+I", "+id", folder, "+D", folder / "DICOMDIR", "IMAGES")
     if problem:
         w.corpus.missing["dicomdir"] = problem
     else:

@@ -18,7 +18,7 @@ from pydicom import uid
 from models.dicom import DicomDirError, DicomError, decode_dicom, dicomdir_paths, looks_like_dicom, read_dicom
 from models.preprocess import preprocess
 from tests.conftest import SHARED_DATA, skip_or_fail
-from tests.dicom_corpus import Corpus, build_corpus
+from tests.dicom_corpus import Corpus, build_corpus, image_dataset, large_dataset
 
 SOURCE = "00000798_025.png"
 LOSSLESS = {
@@ -184,16 +184,24 @@ def test_metadata_kept_per_image(corpus: Corpus) -> None:
     assert metadata.to_dict()["photometric_interpretation"] == "MONOCHROME2"
 
 
-def test_reduced_decode_preprocesses_like_the_full_image(corpus: Corpus) -> None:
-    path = corpus.file("explicit_le").path
-    reduced = decode_dicom(path, target_size=128).image
-    assert reduced.size == (512, 512)
-    full = preprocess(decode_dicom(path).image, 128, 1)
-    difference = np.abs(preprocess(reduced, 128, 1) - full)
-    assert difference.mean() < 0.5 / 255 and difference.max() < 4 / 255, (
-        difference.mean() * 255,
-        difference.max() * 255,
-    )
+@pytest.mark.parametrize("syntax", [uid.ExplicitVRLittleEndian, uid.JPEG2000])
+def test_reduced_decode_preprocesses_like_the_full_image(syntax: str) -> None:
+    png = SHARED_DATA / "originals" / SOURCE
+    if not png.is_file():
+        skip_or_fail(f"the shared NIH original {png} is missing")
+    ds = large_dataset(png)
+    if syntax != ds.file_meta.TransferSyntaxUID:
+        ds.compress(syntax, j2k_cr=[20])
+    reduced = decode_dicom(ds, target_size=128).image
+    assert reduced.size == (1024, 1250)
+    full = preprocess(decode_dicom(ds).image, 128, 1)
+    difference = np.abs(preprocess(reduced, 128, 1) - full) * 255
+    assert difference.mean() < 0.5 and difference.max() < 4, (difference.mean(), difference.max())
+    assert decode_dicom(corpus_png_dataset(png), target_size=128).image.size == (1024, 1024), "1024 px is not reduced"
+
+
+def corpus_png_dataset(png: Path):
+    return image_dataset(np.asarray(Image.open(png).convert("L")), 8)
 
 
 def test_same_model_input_as_the_png(corpus: Corpus) -> None:
