@@ -18,7 +18,8 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pydicom
 from PIL import Image
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut
@@ -36,43 +37,32 @@ from models import dicom_jpeg12
 from models.dicom_checks import DicomDirError, DicomError, check_is_image, image_warnings
 from models.dicom_display import apply_display
 from models.dicom_j2k import reduced_j2k_frame
+from models.dicom_metadata import DicomMetadata, dicom_metadata
 from models.preprocess import MAX_PIXELS
 
 # Box-reduce only while the image stays at least REDUCING_GAP times the model input: on the 15 shared
 # originals as 2,500 x 2,048 DICOM, the CNN's probability then moves by at most 0.002 (mean 0.0006);
 # with a gap of 4 it moved by up to 0.015, too close to the 0.01 allowed for lossless files.
 REDUCING_GAP = 8.0
-READ_ERRORS = (InvalidDicomError, EOFError, ValueError, OSError, struct.error, KeyError, TypeError, IndexError)
+READ_ERRORS = (
+    InvalidDicomError,
+    BytesLengthException,
+    EOFError,
+    ValueError,
+    OSError,
+    struct.error,
+    zlib.error,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+)
 
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 dicom_jpeg12.register()
-
-
-@dataclass(frozen=True)
-class DicomMetadata:
-    """What is kept per image. Read it after de-identification: the de-identified values are what is stored."""
-
-    sop_class_uid: str | None
-    study_instance_uid: str | None
-    series_instance_uid: str | None
-    sop_instance_uid: str | None
-    accession_number: str | None
-    study_date: str | None
-    modality: str | None
-    view_position: str | None
-    body_part_examined: str | None
-    photometric_interpretation: str | None
-    bits_stored: int | None
-    rows: int | None
-    columns: int | None
-    number_of_frames: int
-    transfer_syntax_uid: str | None
-    transfer_syntax_name: str | None
-    pixel_spacing_mm: tuple[float, float] | None
-    pixel_spacing_source: str | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -138,15 +128,26 @@ def read_dicom(source: bytes | str | Path) -> Dataset:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
-        if any("End of file reached" in str(warning.message) for warning in caught):
-            raise DicomError("truncated", "truncated DICOM file: the compressed pixel data ends before its end marker")
-        _check_not_truncated(ds)
+            if any("End of file reached" in str(warning.message) for warning in caught):
+                raise DicomError("truncated", "truncated DICOM file: the pixel data ends before its end marker")
+            _check_not_truncated(ds)
+            for _ in ds.iterall():  # parse every element now, so a damaged one fails here and not in later use
+                pass
+    except DicomError:
+        raise
+    except READ_ERRORS as error:
+        raise DicomError("corrupt", f"corrupt or truncated DICOM file: {error}") from None
+    return _checked(ds)
+
+
+def _checked(ds: Dataset) -> Dataset:
+    try:
         _fill_transfer_syntax(ds)
         check_is_image(ds)
     except DicomError:
         raise
     except READ_ERRORS as error:
-        raise DicomError("corrupt", f"corrupt or truncated DICOM file: {error}") from None
+        raise DicomError("corrupt", f"corrupt DICOM file: {error}") from None
     return ds
 
 
@@ -156,55 +157,6 @@ def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
         return [Path(instance.path) for instance in FileSet(pydicom.dcmread(dicomdir))]
     except READ_ERRORS as error:
         raise DicomError("corrupt", f"unreadable DICOMDIR: {error}") from None
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    return str(value).strip() or None if value is not None else None
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        try:
-            if value is not None and len(value) == 2:
-                return (float(value[0]), float(value[1])), keyword
-        except (TypeError, ValueError):
-            continue
-    return None, None
-
-
-def dicom_metadata(ds: Dataset) -> DicomMetadata:
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    spacing, spacing_source = _spacing(ds)
-    return DicomMetadata(
-        sop_class_uid=_text(ds, "SOPClassUID"),
-        study_instance_uid=_text(ds, "StudyInstanceUID"),
-        series_instance_uid=_text(ds, "SeriesInstanceUID"),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_date=_text(ds, "StudyDate"),
-        modality=_text(ds, "Modality"),
-        view_position=_text(ds, "ViewPosition"),
-        body_part_examined=_text(ds, "BodyPartExamined"),
-        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
-        bits_stored=_int(ds, "BitsStored"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        number_of_frames=max(1, _int(ds, "NumberOfFrames") or 1),
-        transfer_syntax_uid=str(syntax) if syntax else None,
-        transfer_syntax_name=UID(syntax).name if syntax else None,
-        pixel_spacing_mm=spacing,
-        pixel_spacing_source=spacing_source,
-    )
 
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
@@ -219,7 +171,7 @@ def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
         return decoder.as_array(ds, index=0, as_rgb=True)
     except DicomError:
         raise
-    except (*READ_ERRORS, RuntimeError, NotImplementedError, AttributeError) as error:
+    except READ_ERRORS as error:
         raise DicomError("corrupt", f"cannot decode the {UID(syntax).name} pixel data: {error}") from None
 
 
@@ -248,7 +200,16 @@ def decode_dicom(source: bytes | str | Path | Dataset, target_size: int | None =
     its longer side stays at least REDUCING_GAP times `target_size`, so preprocessing never converts
     a full-resolution image to float; JPEG 2000 is decoded at the reduced resolution directly where it can.
     """
-    ds = source if isinstance(source, Dataset) else read_dicom(source)
+    ds = _checked(source) if isinstance(source, Dataset) else read_dicom(source)
+    try:
+        return _decode_checked(ds, target_size)
+    except DicomError:
+        raise
+    except READ_ERRORS as error:  # a damaged element is only parsed when it is first used
+        raise DicomError("corrupt", f"corrupt DICOM file: {error}") from None
+
+
+def _decode_checked(ds: Dataset, target_size: int | None) -> DicomImage:
     metadata = dicom_metadata(ds)
     notes: list[str] = []
     if metadata.number_of_frames > 1:

@@ -15,7 +15,15 @@ import pytest
 from PIL import Image
 from pydicom import uid
 
-from models.dicom import DicomDirError, DicomError, decode_dicom, dicomdir_paths, looks_like_dicom, read_dicom
+from models.dicom import (
+    DicomDirError,
+    DicomError,
+    decode_dicom,
+    dicom_metadata,
+    dicomdir_paths,
+    looks_like_dicom,
+    read_dicom,
+)
 from models.preprocess import preprocess
 from tests.conftest import SHARED_DATA, skip_or_fail
 from tests.dicom_corpus import Corpus, build_corpus, image_dataset, large_dataset
@@ -141,6 +149,12 @@ def test_refusal_messages_name_the_object(corpus: Corpus) -> None:
     assert "Encapsulated PDF" in messages["pdf"]
     assert "RT structure set" in messages["rt_struct"]
     assert messages["too_large"].startswith("image too large (30000x30000 pixels")
+    for name, expected in (
+        ("truncated", r"element \(7FE0,0010\) has \d+ of its 1048576 bytes"),
+        ("truncated_j2k", "pixel data ends before its end marker"),
+    ):
+        with pytest.raises(DicomError, match=expected):
+            read_dicom(corpus.file(name).path)
 
 
 def test_dicomdir_is_recognised_and_its_files_decode(corpus: Corpus) -> None:
@@ -225,3 +239,22 @@ def test_cnn_gives_the_png_probability(corpus: Corpus) -> None:
     for name, probability in zip(names, probabilities[1:]):
         tolerance = 0.03 if corpus.file(name).lossy else 0.01
         assert abs(probability - probabilities[0]) <= tolerance, (name, probability, probabilities[0])
+
+
+@pytest.mark.parametrize("name", ["explicit_le", "implicit_le", "deflated", "no_preamble", "rle", "j2k_lossless"])
+def test_damaged_files_raise_dicom_error_and_nothing_else(corpus: Corpus, name: str) -> None:
+    data = corpus.file(name).path.read_bytes()
+    rng = np.random.default_rng(7)
+    damaged = [data[: int(cut)] for cut in rng.integers(1, len(data), 15)]
+    if name in ("explicit_le", "implicit_le", "deflated", "no_preamble"):  # header bytes, parsed by pydicom
+        for _ in range(40):
+            copy = bytearray(data)
+            for position in rng.integers(0, min(len(data), 1200), 3):
+                copy[position] = int(rng.integers(0, 256))
+            damaged.append(bytes(copy))
+    for bad in damaged:
+        try:
+            dicom_metadata(read_dicom(bad))
+            decode_dicom(bad, target_size=128)
+        except DicomError as error:
+            assert error.kind and str(error)
