@@ -9,8 +9,9 @@ window, MONOCHROME1, Bits Stored), the metadata kept per image, and the notes an
 row. The picture then goes through `models.preprocess.preprocess` like any other image.
 
 Every transfer syntax pydicom 3 can decode with the installed plugins is read: native little/big
-endian and deflated by pydicom; RLE by pylibjpeg-rle; JPEG (baseline, extended, lossless) by GDCM;
-JPEG-LS by pyjpegls (CharLS); JPEG 2000 by pylibjpeg-openjpeg.
+endian and deflated by pydicom; RLE by pylibjpeg-rle; JPEG baseline and lossless by GDCM, 12-bit
+JPEG extended by imagecodecs (`models.dicom_jpeg12`); JPEG-LS by pyjpegls (CharLS); JPEG 2000 by
+pylibjpeg-openjpeg.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.fileset import FileSet
@@ -60,9 +60,6 @@ READ_ERRORS = (
     RuntimeError,
     OverflowError,
 )
-
-pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-dicom_jpeg12.register()
 
 
 @dataclass
@@ -161,6 +158,7 @@ def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
     syntax = ds.file_meta.TransferSyntaxUID
+    dicom_jpeg12.register()
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:

@@ -17,6 +17,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windowing
 
+TAKE_BLOCK_PIXELS = 1 << 17
+
 
 def stored_values(container_bits: int, bits_stored: int, signed: bool) -> np.ndarray:
     """The stored value each possible container word stands for (unused high bits masked off)."""
@@ -89,4 +91,11 @@ def apply_display(ds: Dataset, pixels: np.ndarray, bits_stored: int, signed: boo
     container_bits = 8 * pixels.dtype.itemsize
     bits_stored = min(bits_stored, container_bits)
     lut = display_lut(ds, container_bits, bits_stored, signed, notes)
-    return np.take(lut, pixels.view(f"u{pixels.dtype.itemsize}"))
+    words = pixels.view(f"u{pixels.dtype.itemsize}")
+    displayed = np.empty(words.shape, dtype=np.uint8)
+    # In blocks of rows: numpy widens the indices to intp, and a small block keeps that temporary in
+    # cache (about twice as fast as one `take` over a 5-megapixel image).
+    rows = max(1, TAKE_BLOCK_PIXELS // max(1, words.shape[-1]))
+    for start in range(0, len(words), rows):
+        np.take(lut, words[start : start + rows], out=displayed[start : start + rows])
+    return displayed
