@@ -8,7 +8,7 @@ Lanczos, encodes it once per transfer syntax (pydicom's encoders; dcmtk's dcmcon
 where installed; JPEG Baseline from an 8-bit copy and JPEG Extended from a 12-bit one, as those
 syntaxes cannot hold 16 bits) and times, from the bytes in memory, pinned to one core:
 
-Times are the median CPU time of the measuring thread (the ms of one core that the work costs, which
+Times are the median CPU time of the process (pinned to one core: the ms of one core the work costs, which
 stays meaningful on a busy machine) plus the wall time of reduced+prep.
 
   decode        pydicom parse + decode of the first frame to an array
@@ -85,13 +85,13 @@ def encodings(png: Path, work: Path) -> dict[str, bytes]:
 
 
 def median_ms(function, repeat: int) -> tuple[float, float]:
-    """Median CPU time of this thread and median wall time, in ms."""
+    """Median CPU time of this process (all its threads, pinned to one core) and median wall time, in ms."""
     function()  # warm up: imports, plugin discovery
     cpu, wall = [], []
     for _ in range(repeat):
-        started, started_cpu = time.perf_counter(), time.thread_time()
+        started, started_cpu = time.perf_counter(), time.process_time()
         function()
-        cpu.append(time.thread_time() - started_cpu)
+        cpu.append(time.process_time() - started_cpu)
         wall.append(time.perf_counter() - started)
     return 1000 * statistics.median(cpu), 1000 * statistics.median(wall)
 
@@ -120,7 +120,7 @@ def main() -> None:
         files = encodings(args.png, Path(work))
     first = pydicom.dcmread(io.BytesIO(next(iter(files.values()))))
     print(f"{first.Columns} x {first.Rows} pixels, one core, median of {args.repeat}, pydicom {pydicom.__version__}")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU ms = this thread's CPU time")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU ms = CPU time of this process, pinned to one core")
     columns = ("MB", 5), ("decode", 7), ("display", 8), ("full+prep", 10), ("reduced+prep", 13), ("ratio", 6)
     header = f"{'transfer syntax':36s} " + " ".join(f"{title:>{width}s}" for title, width in columns)
     header += "  reduced+prep wall ms"
