@@ -120,7 +120,7 @@ def main() -> None:
         files = encodings(args.png, Path(work))
     first = pydicom.dcmread(io.BytesIO(next(iter(files.values()))))
     print(f"{first.Columns} x {first.Rows} pixels, one core, median of {args.repeat}, pydicom {pydicom.__version__}")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU ms = CPU time of this process, pinned to one core")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU ms: this process, pinned to one core")
     columns = ("MB", 5), ("decode", 7), ("display", 8), ("full+prep", 10), ("reduced+prep", 13), ("ratio", 6)
     header = f"{'transfer syntax':36s} " + " ".join(f"{title:>{width}s}" for title, width in columns)
     header += "  reduced+prep wall ms"
