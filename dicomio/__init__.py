@@ -1,0 +1,1 @@
+"""DICOM objects radbatch writes (structured reports); no TensorFlow, no web or worker imports."""
