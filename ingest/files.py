@@ -101,7 +101,7 @@ def _write_atomically(stream: IO[bytes], target: Path) -> None:
     """Copy to a temporary name, then rename: a half-written file never carries a stored name."""
     partial = target.with_name(f".{target.name}.part")
     try:
-        with open(partial, "xb") as out:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             shutil.copyfileobj(stream, out, 1024 * 1024)
         os.replace(partial, target)
     except BaseException:
