@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from settings import Settings
+from web.auth.identity import login_name
 
 # Scripts, styles and images come from this site only: no inline script, style attribute or event handler.
 CONTENT_SECURITY_POLICY = {
@@ -70,7 +71,8 @@ def _failed_login(response: Response) -> bool:
 
 
 def _user_name_key() -> str:
-    return "user:" + request.form.get("username", "").strip().lower()[:80]
+    """Counted as the form checks the name, so variants that log in as the same user share one count."""
+    return "user:" + login_name(request.form.get("username", "")).lower()[:200]
 
 
 def _throttle_logins(app: Flask, settings: Settings) -> None:

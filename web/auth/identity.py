@@ -11,9 +11,15 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from db.models import User
 from db.users import user_for_token
+from ingest import clean_text
 from web.extensions import get_db
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def login_name(raw: str) -> str:
+    """The user name as the log-in form checks it (and log-in throttling counts it): no control characters."""
+    return clean_text(raw).strip()
 
 
 def start_session(user: User) -> None:

@@ -13,7 +13,7 @@ from db.models import ApiToken
 from db.users import add_token, authenticate, end_sessions
 from ingest import clean_text
 from web.auth import bp
-from web.auth.identity import current_user, login_required, start_session
+from web.auth.identity import current_user, login_name, login_required, start_session
 from web.extensions import get_db
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,10 @@ def safe_next(target: str | None) -> str:
     target = (target or "").strip()
     if not target or any(ch < " " or ch == "\x7f" or ch == "\\" for ch in target):
         return url_for("dashboard.history")
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return url_for("dashboard.history")
     if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
         return url_for("dashboard.history")
     return target
@@ -35,7 +38,7 @@ def safe_next(target: str | None) -> str:
 def login():
     error = None
     if request.method == "POST":
-        username = clean_text(request.form.get("username", "")).strip()
+        username = login_name(request.form.get("username", ""))
         user = authenticate(get_db(), username, request.form.get("password", ""))
         if user is not None:
             start_session(user)
