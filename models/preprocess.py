@@ -1,8 +1,9 @@
 """The one preprocessing path shared by training, evaluation and serving.
 
 `decode_image` turns file bytes into a Pillow image or raises `ImageDecodeError`
-with a message a person can act on. `preprocess` turns an image of any mode and
-size into the model input:
+with a message a person can act on; it bounds the memory one image may cost (sizes
+and aspect ratios refused before decoding, big images reduced while decoding).
+`preprocess` turns an image of any mode and size into the model input:
 
 * Mode. Every mode becomes one grayscale float channel in [0, 1]. Integer data
   is divided by the largest value its bit depth can hold (255 for 8-bit modes,
