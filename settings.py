@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import quote
 
 SECRET_KEY_FILE = "secret_key"
+REDIS_PASSWORD_FILE = "redis_password"
 
 
 class SettingsError(ValueError):
@@ -25,9 +27,9 @@ class Settings:
     redis_url: str | None = None  # unset: `make run` starts its own Redis on redis_port
     redis_port: int = 6390
     port: int = 5000
-    admin_token: str | None = None
-    admin_password: str | None = None  # unset: generated once into $RADBATCH_HOME/admin_password
-    secret_key: str = ""  # empty: read from $RADBATCH_HOME/secret_key, which db.setup creates
+    admin_token: str | None = field(default=None, repr=False)
+    admin_password: str | None = field(default=None, repr=False)  # unset: generated into $RADBATCH_HOME/admin_password
+    secret_key: str = field(default="", repr=False)  # empty: read from $RADBATCH_HOME/secret_key (db.setup makes it)
     batch_size: int = 32
     max_file_mb: int = 64
     served_models: tuple[str, ...] = ("cnn", "unet")
@@ -36,14 +38,23 @@ class Settings:
     stuck_after: int = 300  # seconds an image may wait queued before the sweep sends it again
     worker_concurrency: int = 1  # `make run`'s worker processes; each loads the models
     web_workers: int = 2  # `make run`'s gunicorn workers
+    worker_max_memory_mb: int = 1536  # a worker child above this resident size is replaced after its batch
+    redis_password: str = field(default="", repr=False)  # `make run`'s Redis; empty: from $RADBATCH_HOME/redis_password
+    login_limit_per_ip: str = "50 per 15 minutes"  # failed log-ins, counted in Redis (Flask-Limiter notation)
+    login_limit_per_user: str = "10 per 15 minutes"  # failed log-ins per user name, from any address
+    session_hours: int = 12  # a login lasts at most this long
+    secure_cookies: bool = False  # send the session cookie over HTTPS only (set it when users reach the app by HTTPS)
+    hsts_seconds: int = 0  # >0: Strict-Transport-Security on HTTPS responses, for this many seconds
+    proxy_count: int = 0  # reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host to trust
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
         object.__setattr__(self, "home", home)
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{home / 'radbatch.db'}")
-        if not self.secret_key and (home / SECRET_KEY_FILE).is_file():
-            object.__setattr__(self, "secret_key", (home / SECRET_KEY_FILE).read_text().strip())
+        for name, file_name in (("secret_key", SECRET_KEY_FILE), ("redis_password", REDIS_PASSWORD_FILE)):
+            if not getattr(self, name) and (home / file_name).is_file():
+                object.__setattr__(self, name, (home / file_name).read_text().strip())
 
     @property
     def upload_dir(self) -> Path:
@@ -59,17 +70,20 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        """RADBATCH_REDIS_URL if set, else the local server that `make run` starts."""
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """RADBATCH_REDIS_URL if set, else the local server that `make run` starts (with its password)."""
+        if self.redis_url:
+            return self.redis_url
+        credentials = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{credentials}127.0.0.1:{self.redis_port}/0"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         hints = typing.get_type_hints(cls)
         values = {}
-        for field in fields(cls):
-            raw = environ.get(f"RADBATCH_{field.name.upper()}", "")
+        for setting in fields(cls):
+            raw = environ.get(f"RADBATCH_{setting.name.upper()}", "")
             if raw != "":
-                values[field.name] = _parse(field.name, raw, hints[field.name])
+                values[setting.name] = _parse(setting.name, raw, hints[setting.name])
         return cls(**values)
 
 
@@ -78,6 +92,10 @@ def _parse(name: str, raw: str, hint: object) -> object:
         return raw
     if hint is Path:
         return Path(raw)
+    if hint is bool:
+        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise SettingsError(f"RADBATCH_{name.upper()} must be true or false, got {raw!r}")
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if hint == tuple[str, ...]:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if hint is int:

@@ -22,6 +22,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,  # ack after the batch is stored: a crash mid-batch means redelivery
         task_reject_on_worker_lost=True,  # a killed child requeues its message instead of losing it
         worker_prefetch_multiplier=1,  # one batch at a time per child: fair with slow batches
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB; replaced after the batch
         task_default_queue=QUEUE,
         task_routes={PREDICT_TASK: {"queue": QUEUE}},
         task_time_limit=TASK_TIME_LIMIT_S,

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -79,6 +80,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Carried in every login cookie; incrementing it (logout, password change) ends all of the user's sessions.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
@@ -142,7 +145,7 @@ class Image(Base):
     filename: Mapped[str] = mapped_column(String(255))  # the client's base name, for display only
     path: Mapped[str] = mapped_column(Text)  # relative path inside the uploaded folder, for display only
     stored_name: Mapped[Optional[str]] = mapped_column(String(64))  # generated; None if the file was refused
-    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # held-back files may declare any size
     status: Mapped[ImageStatus] = mapped_column(
         Enum(ImageStatus, native_enum=False, length=16), default=ImageStatus.pending
     )

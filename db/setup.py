@@ -17,10 +17,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 from db.session import database_session
 from db.users import add_token, create_user, ensure_admin, set_password, user_by_name
-from settings import SECRET_KEY_FILE, Settings
+from settings import REDIS_PASSWORD_FILE, SECRET_KEY_FILE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,16 @@ def migrate(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def private_dir(path: Path) -> None:
+    """A folder only its owner can enter (0700), whether it is new or was made before with looser modes."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
 def make_dirs(settings: Settings) -> None:
+    """$RADBATCH_HOME and its folders, mode 0700: uploads and thumbnails are patient images."""
     for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.log_dir):
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
 
 
 def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
@@ -63,11 +71,16 @@ def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
 
 
 def bootstrap(settings: Settings) -> None:
-    """Folders, the secret key, migrations and the admin user."""
+    """Folders, the secret key, the password of `make run`'s Redis, migrations and the admin user."""
     make_dirs(settings)
     if not settings.secret_key:
         read_or_create_secret(settings.home / SECRET_KEY_FILE, lambda: secrets.token_hex(32))
+    if not settings.redis_url and not settings.redis_password:
+        read_or_create_secret(settings.home / REDIS_PASSWORD_FILE, lambda: secrets.token_urlsafe(32))
     migrate(settings.database_url)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and Path(url.database).is_file():
+        Path(url.database).chmod(0o600)
     password = settings.admin_password
     with database_session(settings.database_url) as session:
         if password is None and user_by_name(session, ADMIN_USERNAME) is None:
@@ -118,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything set-up creates (database, folders, secrets) is for this user only
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     settings = Settings.from_env()

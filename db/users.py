@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import datetime, timezone
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from db.models import ApiToken, User
+
+ADMIN_TOKEN_NAME = "RADBATCH_ADMIN_TOKEN"  # the name of the admin's token that comes from that variable
 
 
 def hash_token(token: str) -> str:
@@ -28,13 +31,30 @@ def create_user(session: Session, username: str, password: str, is_admin: bool =
     return user
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash(secrets.token_hex(16))
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The user if the password is right. An unknown name costs the same hash check as a known one,
+    so the answer's timing does not tell which user names exist."""
     user = user_by_name(session, username)
-    return user if user is not None and check_password_hash(user.password_hash, password) else None
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None
 
 
 def set_password(user: User, password: str) -> None:
+    """A new password also ends every session the user has open."""
     user.password_hash = generate_password_hash(password)
+    end_sessions(user)
+
+
+def end_sessions(user: User) -> None:
+    """Every login cookie issued so far for this user stops working (they carry the old version)."""
+    user.session_version = (user.session_version or 0) + 1
 
 
 def add_token(session: Session, user: User, name: str = "", token: str | None = None) -> str:
@@ -54,13 +74,19 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def ensure_admin(session: Session, token: str | None, username: str = "admin", password: str | None = None) -> User:
-    """The admin user exists, is an admin, and (if given) owns exactly this API token."""
+    """The admin user exists, is an admin, has this password (if given), and its token from RADBATCH_ADMIN_TOKEN is
+    exactly `token`: a previous value of the variable (or every one, when it is unset) is revoked."""
     user = user_by_name(session, username)
     if user is None:
         user = create_user(session, username, password or secrets.token_urlsafe(12), is_admin=True)
     user.is_admin = True
-    if password:
+    if password and not check_password_hash(user.password_hash, password):
         set_password(user, password)
-    if token and session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))) is None:
-        add_token(session, user, name="RADBATCH_ADMIN_TOKEN", token=token)
+    wanted = hash_token(token) if token else None
+    for old in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.name == ADMIN_TOKEN_NAME)):
+        if old.token_hash != wanted:
+            session.delete(old)
+    session.flush()
+    if wanted and session.scalar(select(ApiToken).where(ApiToken.token_hash == wanted)) is None:
+        add_token(session, user, name=ADMIN_TOKEN_NAME, token=token)
     return user

@@ -5,7 +5,16 @@ commits and then sends the job's pending images to the workers. Imports `db`, `b
 never `web`, `worker` or TensorFlow.
 """
 
-from ingest.files import Incoming, add_files, clean_relative_path
+from ingest.files import Incoming, StorageFull, add_files, clean_relative_path, clean_text, discard_stored
 from ingest.queueing import QueueUnavailable, queue_pending
 
-__all__ = ["Incoming", "QueueUnavailable", "add_files", "clean_relative_path", "queue_pending"]
+__all__ = [
+    "Incoming",
+    "QueueUnavailable",
+    "StorageFull",
+    "add_files",
+    "clean_relative_path",
+    "clean_text",
+    "discard_stored",
+    "queue_pending",
+]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,6 +20,11 @@ from settings import Settings
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageFull(OSError):
+    """The upload folder's disk (or quota) is full; nothing of the request was kept."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +36,15 @@ class Incoming:
     declared_size: int = 0
 
 
+def clean_text(raw: str) -> str:
+    """Text a client sent, for display and storage: no control characters (NUL, newlines...) and no lone
+    surrogates, which PostgreSQL and UTF-8 refuse."""
+    return "".join(ch for ch in raw if unicodedata.category(ch) not in ("Cc", "Cs"))
+
+
 def clean_relative_path(raw: str) -> str:
-    """The client's path for display: forward slashes, no drive, no '.', '..' or empty parts."""
-    parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    """The client's path for display: forward slashes, no drive, no '.', '..' or empty parts, no control characters."""
+    parts = [p for p in clean_text(raw).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     if parts and len(parts[0]) == 2 and parts[0][1] == ":":
         parts = parts[1:]
     cleaned = "/".join(parts)[-_MAX_PATH:]
@@ -79,18 +92,50 @@ def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int
         image.status, image.error = ImageStatus.failed, reason
         return image
     stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
-    with open(upload_dir / stored_name, "wb") as out:
-        shutil.copyfileobj(incoming.stream, out, 1024 * 1024)
+    _write_atomically(incoming.stream, upload_dir / stored_name)
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
 
 
+def _write_atomically(stream: IO[bytes], target: Path) -> None:
+    """Copy to a temporary name, then rename: a half-written file never carries a stored name."""
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def discard_stored(images: list[Image], upload_dir: Path) -> None:
+    """Delete the stored files of `images`: their rows were never committed, so nothing refers to them."""
+    for image in images:
+        if image.stored_name:
+            (upload_dir / image.stored_name).unlink(missing_ok=True)
+
+
 def add_files(session: Session, job_id: int, files: list[Incoming], settings: Settings) -> list[Image]:
-    """Add one image row per file to the session (flushed, not committed); the caller refreshes the job."""
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    images = [store_file(incoming, job_id, settings.upload_dir, settings.max_file_mb * 2**20) for incoming in files]
-    session.add_all(images)
-    session.flush()
+    """Add one image row per file to the session (flushed, not committed); the caller refreshes the job.
+
+    If anything fails, the files already stored for this call are deleted again; a full disk raises StorageFull.
+    If the caller's commit fails later, it must call `discard_stored` on the returned images.
+    """
+    settings.upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    max_bytes = settings.max_file_mb * 2**20
+    images: list[Image] = []
+    try:
+        for incoming in files:
+            images.append(store_file(incoming, job_id, settings.upload_dir, max_bytes))
+        session.add_all(images)
+        session.flush()
+    except BaseException as error:
+        discard_stored(images, settings.upload_dir)
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            logger.error("job %s: upload folder full, %d files of this request discarded", job_id, len(images))
+            raise StorageFull(error.errno, f"the server's upload disk is full ({error.strerror})") from error
+        raise
     refused = sum(image.status == ImageStatus.failed for image in images)
     logger.info("job %s: received %d files (%d refused)", job_id, len(images), refused)
     return images

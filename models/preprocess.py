@@ -1,8 +1,9 @@
 """The one preprocessing path shared by training, evaluation and serving.
 
 `decode_image` turns file bytes into a Pillow image or raises `ImageDecodeError`
-with a message a person can act on. `preprocess` turns an image of any mode and
-size into the model input:
+with a message a person can act on; it bounds the memory one image may cost (sizes
+and aspect ratios refused before decoding, big images reduced while decoding).
+`preprocess` turns an image of any mode and size into the model input:
 
 * Mode. Every mode becomes one grayscale float channel in [0, 1]. Integer data
   is divided by the largest value its bit depth can hold (255 for 8-bit modes,
@@ -27,10 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models.formats import ACCEPTED, HEAD_BYTES, is_dicom
+from models.formats import ACCEPTED, HEAD_BYTES, is_dicom, sniff
 
 SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "MPO": "JPEG"}
-MAX_PIXELS = 8192 * 8192
+MAX_PIXELS = 8192 * 8192  # refused above this many pixels, before anything is decoded
+MAX_ASPECT = 4  # refused when the longer side is more than this many times the shorter one
+MAX_WORKING_SIDE = 2048  # larger images are reduced while decoding; the models see 128-256 px
 RESAMPLE = Image.Resampling.BILINEAR
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -42,7 +45,11 @@ class ImageDecodeError(ValueError):
 
 
 def decode_image(source: bytes | str | Path) -> Image.Image:
-    """Read and fully decode an image file, or raise ImageDecodeError saying what is wrong."""
+    """Read and decode an image file at a bounded size, or raise ImageDecodeError saying what is wrong.
+
+    An image larger than MAX_WORKING_SIDE on its longer side comes back reduced by a whole factor (box
+    filter; JPEGs already while decoding), so the memory one image costs is bounded whatever its size.
+    """
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -52,20 +59,84 @@ def decode_image(source: bytes | str | Path) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageDecodeError(f"not an image: the content is not PNG, JPEG, BMP or TIFF; {ACCEPTED}") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(_too_large_message(_header_size(data))) from None
     if image.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(f"unsupported image format {image.format}; {ACCEPTED}")
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageDecodeError(f"image too large ({width}x{height} pixels)")
+    check_dimensions(width, height)
     try:
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise ImageDecodeError(f"image too large: {error}") from None
+        return _load_reduced(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(f"corrupt or truncated {image.format} file: {error}") from None
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """Refuse, before decoding, sizes and shapes that would cost too much memory or are no chest X-ray."""
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(_too_large_message((width, height)))
     if width < 8 or height < 8:
         raise ImageDecodeError(f"image too small ({width}x{height} pixels)")
-    return ImageOps.exif_transpose(image) if image.format in ("JPEG", "MPO", "TIFF") else image
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        ratio = max(width, height) / min(width, height)
+        raise ImageDecodeError(
+            f"image too elongated ({width}x{height} pixels, {ratio:.1f}:1); "
+            f"the longer side may be at most {MAX_ASPECT} times the shorter one"
+        )
+
+
+def _too_large_message(size: tuple[int, int] | None) -> str:
+    shown = f"{size[0]}x{size[1]} pixels" if size else "its header declares more"
+    return f"image too large ({shown}; the limit is {MAX_PIXELS:,} pixels, e.g. 8192x8192)"
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header alone (Pillow refused to open it as a decompression bomb)."""
+    fmt = sniff(data[:HEAD_BYTES])
+    if fmt is None or fmt not in Image.OPEN:
+        return None
+    factory, _accept = Image.OPEN[fmt]
+    try:
+        return factory(io.BytesIO(data), "").size  # the plugin parses the header; the bomb check is in Image.open
+    except Exception:  # noqa: BLE001  (only the message depends on it)
+        return None
+
+
+def _load_reduced(image: Image.Image) -> Image.Image:
+    """Decode with the longer side reduced to at most MAX_WORKING_SIDE: JPEGs by DCT scaling while decoding,
+    everything else by a box filter applied band by band, so no full-size copy is ever made after decoding."""
+    factor = -(-max(image.size) // MAX_WORKING_SIDE)
+    if factor > 1 and image.format in ("JPEG", "MPO"):
+        image.draft(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+    image.load()
+    factor = -(-max(image.size) // MAX_WORKING_SIDE)
+    if factor == 1:
+        return ImageOps.exif_transpose(image) if image.format in ("JPEG", "MPO", "TIFF") else image
+    exif = image.getexif().tobytes() if image.format in ("JPEG", "MPO", "TIFF") else None
+    band = factor * 128  # whole blocks per band: the bands reduce exactly like the whole image would
+    pieces = [
+        _reducible(image.crop((0, top, image.width, min(image.height, top + band)))).reduce(factor)
+        for top in range(0, image.height, band)
+    ]
+    reduced = Image.new(pieces[0].mode, (pieces[0].width, sum(piece.height for piece in pieces)))
+    for index, piece in enumerate(pieces):
+        reduced.paste(piece, (0, index * (band // factor)))
+    reduced.format = image.format
+    if exif:
+        reduced.info["exif"] = exif
+        return ImageOps.exif_transpose(reduced)
+    return reduced
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """`Image.reduce` averages pixel values, so palette, 1-bit and 16-bit images are converted first."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    return image
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

@@ -165,14 +165,14 @@ def pool_children(pid: int) -> list[int]:
     return children
 
 
-def start_gunicorn(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(env: dict[str, str], log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     argv = [
         str(BIN / "gunicorn"),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "1",
+        str(workers),
         "--threads",
         "4",
         "--no-control-socket",

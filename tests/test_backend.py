@@ -18,7 +18,7 @@ from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import alembic_config
 from db.users import authenticate, user_for_token
-from deploy.run import supervisor_config
+from deploy.run import redis_config, supervisor_config
 from settings import Settings
 from tests.services import REPO_ROOT, service_env
 
@@ -111,8 +111,10 @@ def test_heartbeats_appear_and_disappear(redis_url: str) -> None:
 
 
 def test_the_launcher_starts_redis_only_without_a_redis_url(tmp_path) -> None:
-    local = supervisor_config(Settings(home=tmp_path, redis_port=6999, port=5123, worker_concurrency=1))
-    assert "[program:redis]" in local and "--port 6999" in local and "--appendonly yes" in local
+    settings = Settings(home=tmp_path, redis_port=6999, port=5123, worker_concurrency=1, redis_password="pw")
+    local = supervisor_config(settings)
+    assert "[program:redis]" in local and str(tmp_path / "redis" / "redis.conf") in local
+    assert "port 6999" in redis_config(settings) and "appendonly yes" in redis_config(settings)
     assert "[program:worker]" in local and "-A worker.celery_app worker -Q radbatch" in local
     assert "127.0.0.1:5123" in local and "'web:create_app()'" in local and "nodaemon=true" in local
     remote = supervisor_config(Settings(home=tmp_path, redis_url="redis://elsewhere:6379/0"))

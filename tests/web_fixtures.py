@@ -28,6 +28,7 @@ from db.session import make_engine, make_session_factory, session_scope
 from db.users import add_token, create_user
 from settings import Settings
 from web import create_app
+from web.security import LIMITER_KEY_PREFIX
 
 WEB_REDIS_DB = 14  # apart from db 0, where the end-to-end worker listens
 PASSWORD = "correct horse battery staple"
@@ -68,7 +69,7 @@ def web_settings(tmp_path: Path, web_redis_url: str) -> Settings:
 
 @pytest.fixture
 def web_redis(web_settings: Settings) -> Iterator[redis.Redis]:
-    """The test Redis database, emptied of radbatch keys before and after the test."""
+    """The test Redis database, emptied of radbatch keys (queue, heartbeats, log-in counters) before and after."""
     client = redis.Redis.from_url(web_settings.effective_redis_url)
     try:
         client.ping()
@@ -77,6 +78,7 @@ def web_redis(web_settings: Settings) -> Iterator[redis.Redis]:
 
     def clear() -> None:
         keys = [QUEUE, *client.scan_iter(match="radbatch:*"), *client.scan_iter(match="_kombu*")]
+        keys += client.scan_iter(match=f"LIMITS:*{LIMITER_KEY_PREFIX}*")  # failed log-ins counted by Flask-Limiter
         if keys:
             client.delete(*keys)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, redirect, url_for
@@ -12,6 +13,8 @@ from settings import Settings
 
 logger = logging.getLogger(__name__)
 MB = 1024 * 1024
+MAX_FORM_PARTS = 5000  # files and fields in one request; also the most files (sent or held back) it may add
+CSRF_TOKEN_SECONDS = 3600  # the upload portal fetches a fresh token (GET /csrf-token) during a long upload
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -27,18 +30,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # One request carries one chunk (~20 MB or 50 files) or a single file up to the per-file limit;
         # a little headroom lets a slightly-too-large file be recorded as a failed row instead of a 413.
         MAX_CONTENT_LENGTH=(max(settings.max_file_mb, 20) + 32) * MB,
-        MAX_FORM_PARTS=5000,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session; a long upload must not expire it
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
+        WTF_CSRF_TIME_LIMIT=CSRF_TOKEN_SECONDS,
     )
     app.config.update(config)
     if not app.testing and not logging.getLogger().handlers:  # e.g. under gunicorn: make our log lines visible
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from web import extensions
+    from web import extensions, security
 
     extensions.init_app(app, settings)
+    security.init_converters(app)
 
     csrf = CSRFProtect(app)
     app.extensions["radbatch_csrf"] = csrf
@@ -52,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(upload.bp)
     app.register_blueprint(dashboard.bp)
     errors.init_app(app)
+    security.init_app(app, settings)
 
     # Probes also answer at the root, where load balancers and orchestrators usually look.
     app.add_url_rule("/healthz", "healthz", health.healthz)

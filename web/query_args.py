@@ -10,6 +10,7 @@ from typing import Mapping, TypeVar
 from flask import abort
 
 MAX_PER_PAGE = 1000
+MAX_PAGE = 10**9  # keeps OFFSET within the databases' 64-bit integers
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
 E = TypeVar("E", bound=Enum)
@@ -47,7 +48,7 @@ def positive_int(args: Mapping[str, str], name: str, default: int, maximum: int 
 
 def page_args(args: Mapping[str, str], default_per_page: int = 100) -> PageArgs:
     return PageArgs(
-        page=positive_int(args, "page", 1),
+        page=positive_int(args, "page", 1, MAX_PAGE),
         per_page=positive_int(args, "per_page", default_per_page, MAX_PER_PAGE),
     )
 

@@ -12,6 +12,13 @@ from werkzeug.http import HTTP_STATUS_CODES
 logger = logging.getLogger(__name__)
 
 
+class InsufficientStorage(HTTPException):
+    """507: the server cannot store the request's files now (its disk is full); retrying later may work."""
+
+    code = 507
+    description = "the server has no space left to store this request"
+
+
 def error_response(status: int, message: str | None = None) -> Response:
     """`{"error": "Not Found", "message": "...", "status": 404}` with that status code."""
     reason = HTTP_STATUS_CODES.get(status, "Unknown error")
@@ -29,11 +36,24 @@ def _message(error: HTTPException) -> str:
             "API clients should use 'Authorization: Bearer <token>'"
         )
     if isinstance(error, RequestEntityTooLarge):
-        limit_mb = (current_app.config.get("MAX_CONTENT_LENGTH") or 0) // 2**20
-        return f"request body larger than {limit_mb} MB; send fewer or smaller files per request"
+        return _too_large_message()
     if isinstance(error, InternalServerError):
         return "internal server error; the server log has the details"
     return error.description or HTTP_STATUS_CODES.get(error.code or 500, "error")
+
+
+def _too_large_message() -> str:
+    """Werkzeug raises the same 413 for a body over MAX_CONTENT_LENGTH, too many form parts and an over-long
+    non-file field; the declared body length tells the first apart from the other two."""
+    limit_bytes = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    parts = current_app.config.get("MAX_FORM_PARTS")
+    field_kb = (current_app.config.get("MAX_FORM_MEMORY_SIZE") or 0) // 1000
+    too_many = f"more than {parts} form parts (files and fields), or a non-file field over {field_kb} KB"
+    length = request.content_length
+    if length is not None and length <= limit_bytes:
+        return f"{too_many}; send fewer files per request"
+    body = f"request body larger than {limit_bytes // 2**20} MB"
+    return f"{body if length is not None else f'{body}, or {too_many}'}; send fewer or smaller files per request"
 
 
 def handle_http_error(error: HTTPException):

@@ -6,19 +6,20 @@ import json
 import logging
 from pathlib import PurePosixPath
 
-from flask import abort, g, jsonify, request, url_for
+from flask import abort, current_app, g, jsonify, request, url_for
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import JobStatus, User
-from ingest import Incoming, QueueUnavailable, add_files, queue_pending
+from ingest import Incoming, QueueUnavailable, StorageFull, add_files, clean_text, discard_stored, queue_pending
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
-from web.api.errors import error_response
+from web.api.errors import InsufficientStorage, error_response
 from web.extensions import celery_client, get_db, get_settings
 from web.query_args import enum_choice, flag, page_args
 from web.results import parse_filter, results_page
 
 logger = logging.getLogger(__name__)
+MAX_DECLARED_BYTES = 2**53  # a held-back file's declared size: any real file is smaller
 
 
 def _user() -> User:
@@ -37,15 +38,50 @@ def _incoming() -> list[Incoming]:
     ]
     raw = request.form.get("too_large")  # files the portal held back because they exceed the per-file limit
     if raw:
-        try:
-            held_back = [
-                Incoming(path=str(item["path"]), stream=None, declared_size=int(item["size"]))
-                for item in json.loads(raw)
-            ]
-        except (ValueError, TypeError, KeyError) as error:
-            abort(400, f'too_large must be a JSON list of {{"path": ..., "size": ...}} objects ({error})')
-        files += held_back
+        files += _held_back(raw, room=current_app.config["MAX_FORM_PARTS"] - len(files))
     return files
+
+
+def _held_back(raw: str, room: int) -> list[Incoming]:
+    """The `too_large` field: a JSON list of {"path": str, "size": bytes}, at most `room` of them."""
+    shape = 'too_large must be a JSON list of {"path": "...", "size": <bytes>} objects'
+    try:
+        items = json.loads(raw)
+    except ValueError as error:
+        abort(400, f"{shape} ({error})")
+    if not isinstance(items, list):
+        abort(400, shape)
+    if len(items) > room:
+        limit = current_app.config["MAX_FORM_PARTS"]
+        abort(400, f"too_large lists {len(items)} files; one request may add at most {limit} files in all")
+    held_back = []
+    for item in items:
+        size = item.get("size") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            abort(400, shape)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < MAX_DECLARED_BYTES:
+            abort(400, f"too_large: size must be a whole number of bytes, 0 to {MAX_DECLARED_BYTES - 1}; got {size!r}")
+        held_back.append(Incoming(path=item["path"], stream=None, declared_size=size))
+    return held_back
+
+
+def _store(job_id: int, files: list[Incoming]) -> None:
+    """Store the files and commit their rows; on failure no file of this request is left behind."""
+    db, settings = get_db(), get_settings()
+    try:
+        images = add_files(db, job_id, files, settings)
+    except StorageFull as error:
+        db.rollback()
+        raise InsufficientStorage(
+            f"{error.strerror}: nothing from this request was kept; try again later (an administrator must free space)"
+        ) from None
+    try:
+        refresh_job(db, job_id)
+        db.commit()
+    except Exception:
+        db.rollback()
+        discard_stored(images, settings.upload_dir)
+        raise
 
 
 def _default_name(files: list[Incoming]) -> str:
@@ -76,10 +112,8 @@ def create():
     if not files and not is_open:
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
-    job = create_job(db, _user(), request.form.get("name", "").strip() or _default_name(files), is_open)
-    add_files(db, job.id, files, get_settings())
-    refresh_job(db, job.id)
-    db.commit()
+    job = create_job(db, _user(), clean_text(request.form.get("name", "")).strip() or _default_name(files), is_open)
+    _store(job.id, files)
     warning = _queue_quietly(job.id, full_batches_only=is_open)
     body = job.to_dict() | ({"warning": warning} if warning else {})
     response = jsonify(body)
@@ -90,15 +124,12 @@ def create():
 
 @bp.post("/jobs/<int:job_id>/files")
 def add(job_id: int):
-    db = get_db()
     job = job_or_404(_user(), job_id)
     require_accepting_files(job)
     files = _incoming()
     if not files:
         abort(400, "send at least one file in the repeated 'files' field")
-    add_files(db, job.id, files, get_settings())
-    refresh_job(db, job.id)
-    db.commit()
+    _store(job.id, files)
     warning = _queue_quietly(job.id, full_batches_only=True)  # work starts as files arrive
     return jsonify(job.to_dict() | {"added": len(files)} | ({"warning": warning} if warning else {}))
 

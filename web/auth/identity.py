@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,16 +11,40 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from db.models import User
 from db.users import user_for_token
+from ingest import clean_text
 from web.extensions import get_db
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+def login_name(raw: str) -> str:
+    """The user name as the log-in form checks it (and log-in throttling counts it): no control characters."""
+    return clean_text(raw).strip()
+
+
+def start_session(user: User) -> None:
+    """Log `user` in: the cookie names the user, the session version it was issued under and when."""
+    session.clear()
+    session.permanent = True
+    session.update(user_id=user.id, session_version=user.session_version, logged_in_at=int(time.time()))
+    g.user = user
+
+
 def current_user() -> User | None:
-    """The user whose id is in the session cookie, loaded once per request."""
+    """The user of the session cookie, loaded once per request; None once that session has been ended (logout or
+    password change anywhere: the user's session version moved on) or is older than RADBATCH_SESSION_HOURS."""
     if "user" not in g:
         user_id = session.get("user_id")
-        g.user = get_db().get(User, user_id) if isinstance(user_id, int) else None
+        user = get_db().get(User, user_id) if isinstance(user_id, int) else None
+        max_age = current_app.permanent_session_lifetime.total_seconds()
+        if user is not None and (
+            session.get("session_version") != user.session_version
+            or not isinstance(session.get("logged_in_at"), int)
+            or time.time() - session["logged_in_at"] > max_age
+        ):
+            session.clear()
+            user = None
+        g.user = user
     return g.user
 
 

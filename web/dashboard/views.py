@@ -109,7 +109,10 @@ def thumbnail(image_id: int):
     path = get_settings().thumbnail_dir / f"{image_id}.png"
     if not path.is_file():  # not made yet (queued) or never (refused file): a placeholder, not cached
         return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
-    return send_file(path.resolve(), mimetype="image/png", max_age=3600)
+    response = send_file(path.resolve(), mimetype="image/png", max_age=3600)
+    response.cache_control.public = False
+    response.cache_control.private = True  # a patient's image: the browser may keep it, shared caches may not
+    return response
 
 
 @bp.get("/favicon.ico")

@@ -3,7 +3,10 @@
 "use strict";
 (function () {
   const root = document.getElementById("uploader");
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  // CSRF tokens expire after an hour; a long upload asks the server for a fresh one every ten minutes.
+  let csrf = document.querySelector('meta[name="csrf-token"]').content;
+  let csrfSince = Date.now();
+  const CSRF_RENEW_MS = 10 * 60 * 1000;
   const chunkFiles = Number(root.dataset.chunkFiles);
   const chunkBytes = Number(root.dataset.chunkBytes);
   const maxFileBytes = Number(root.dataset.maxFileBytes);
@@ -67,11 +70,21 @@
     setPicked(out);
   }
 
-  function send(url, form, onProgress) {
+  async function freshCsrf(force) {
+    if (!force && Date.now() - csrfSince < CSRF_RENEW_MS) return csrf;
+    const response = await fetch(root.dataset.csrfUrl, { credentials: "same-origin" });
+    if (!response.ok) throw new Error("your session has ended; log in again in another tab, then retry");
+    csrf = (await response.json()).csrf_token;
+    csrfSince = Date.now();
+    return csrf;
+  }
+
+  async function send(url, form, onProgress) {
+    const token = await freshCsrf(false);
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", url);
-      xhr.setRequestHeader("X-CSRFToken", csrf);
+      xhr.setRequestHeader("X-CSRFToken", token);
       xhr.responseType = "json";
       xhr.upload.onprogress = (e) => onProgress && onProgress(e.loaded);
       xhr.onload = () => {
@@ -101,7 +114,8 @@
     for (let attempt = 1; ; attempt++) {
       try { return await send(url, form, onProgress); }
       catch (error) {
-        if (attempt >= 3 || /closed|cancelled|not found/.test(error.message)) throw error;
+        if (attempt >= 3 || /closed|cancelled|not found|log in again/.test(error.message)) throw error;
+        if (/CSRF/.test(error.message)) await freshCsrf(true);
         statusLine.textContent = `Retrying after: ${error.message}`;
         await new Promise((r) => setTimeout(r, 1500 * attempt));
       }
