@@ -14,9 +14,13 @@ from settings import Settings
 from web.auth.identity import login_name
 
 # Scripts, styles and images come from this site only: no inline script, style attribute or event handler.
+# Two exceptions, both for the vendored viewer: heat maps are shown from blob: URLs of fetched PNGs, and
+# OpenSeadragon injects one fixed <style> rule (allowed by its hash, so nothing else inline is).
+OPENSEADRAGON_STYLE_SHA256 = "'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='"
 CONTENT_SECURITY_POLICY = {
     "default-src": "'self'",
-    "img-src": "'self'",
+    "style-src": f"'self' {OPENSEADRAGON_STYLE_SHA256}",
+    "img-src": "'self' blob:",
     "object-src": "'none'",
     "base-uri": "'none'",
     "form-action": "'self'",

@@ -15,7 +15,7 @@
   let heatmaps = {}; // model -> object URL of the current image's heat map
   let heatmapElement = null;
   let showing = 0; // bumped on every image change, so late answers about an earlier image are dropped
-  let busy = false;
+  let steps = Promise.resolve(); // presses are applied in order, even while a page of results loads
 
   async function loadPage(page) {
     const params = new URLSearchParams(window.location.search); // the same filters as the table
@@ -121,9 +121,7 @@
     loadHeatmaps(row.id, token);
   }
 
-  async function step(delta) {
-    if (busy) return;
-    busy = true;
+  async function move(delta) {
     try {
       let index = state.index + delta;
       if (index < 0 || index >= state.rows.length) {
@@ -136,9 +134,11 @@
       show();
     } catch (error) {
       showMessage(error.message);
-    } finally {
-      busy = false;
     }
+  }
+
+  function step(delta) {
+    steps = steps.then(() => move(delta));
   }
 
   function makeViewer() {
