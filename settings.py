@@ -36,6 +36,7 @@ class Settings:
     stuck_after: int = 300  # seconds an image may wait queued before the sweep sends it again
     worker_concurrency: int = 1  # `make run`'s worker processes; each loads the models
     web_workers: int = 2  # `make run`'s gunicorn workers
+    retention_days: int = 0  # purge finished jobs this many days after they finished; 0 keeps them forever
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
