@@ -92,7 +92,7 @@ serverurl=unix://{home / "supervisor.sock"}
         )
         config += _program("redis", redis, priority=10)
     worker = (
-        f"{BIN / 'celery'} -A worker.celery_app worker -Q radbatch --pool prefork"
+        f"{BIN / 'celery'} -A worker.celery_app worker -Q radbatch,radbatch-notify --pool prefork"
         f" --concurrency {settings.worker_concurrency} --loglevel INFO --hostname radbatch@%%h"
     )
     config += _program("worker", worker, priority=20, stopwaitsecs=120)
