@@ -24,4 +24,4 @@ RUN grep -v '^tensorflow' requirements.txt > /tmp/requirements-worker.txt \
 COPY . .
 RUN useradd --create-home --uid 1000 radbatch && mkdir -p /data && chown radbatch /data
 USER radbatch
-CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"]
+CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "radbatch,radbatch-notify", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"]

@@ -46,6 +46,7 @@ class Settings:
     secure_cookies: bool = False  # send the session cookie over HTTPS only (set it when users reach the app by HTTPS)
     hsts_seconds: int = 0  # >0: Strict-Transport-Security on HTTPS responses, for this many seconds
     proxy_count: int = 0  # reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host to trust
+    retention_days: int = 0  # purge finished jobs this many days after they finished; 0 keeps them forever
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

@@ -8,12 +8,14 @@ from settings import Settings
 
 PREDICT_TASK = "radbatch.predict_batch"
 QUEUE = "radbatch"
+NOTIFY_TASK = "radbatch.notify_job"  # webhook deliveries, on a queue of their own
+NOTIFY_QUEUE = "radbatch-notify"
 TASK_TIME_LIMIT_S = 900
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for `settings`. The worker's tasks are found by name (`include`), never imported here."""
-    app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks"])
+    app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks", "worker.notifications"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -24,7 +26,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,  # one batch at a time per child: fair with slow batches
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB; replaced after the batch
         task_default_queue=QUEUE,
-        task_routes={PREDICT_TASK: {"queue": QUEUE}},
+        task_routes={PREDICT_TASK: {"queue": QUEUE}, NOTIFY_TASK: {"queue": NOTIFY_QUEUE}},
         task_time_limit=TASK_TIME_LIMIT_S,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,

@@ -6,6 +6,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from db.models import Image, ImageStatus, Job, JobStatus, User, utcnow
+from db.webhooks import job_finished
 
 _IN_CHUNK = 500  # ids per UPDATE ... IN (...) statement
 
@@ -34,6 +35,7 @@ def refresh_job(session: Session, job_id: int) -> Job:
         job.status = JobStatus.done
     if job.status.is_finished and job.finished_at is None:
         job.finished_at = utcnow()
+        job_finished(session, job.id)  # its webhook becomes due in this same transaction
     return job
 
 

@@ -106,6 +106,7 @@ class Job(Base):
         Index("ix_jobs_user_created", "user_id", "created_at"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_created", "created_at"),  # the admin's all-users history
+        {"sqlite_autoincrement": True},  # ids are never reused after a purge (PostgreSQL sequences never are)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -138,7 +139,10 @@ class Job(Base):
 
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_job_status", "job_id", "status"),)
+    __table_args__ = (
+        Index("ix_images_job_status", "job_id", "status"),
+        {"sqlite_autoincrement": True},  # a purged image's id, and so its file names, are never reused
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -120,7 +120,7 @@ serverurl=unix://{home / "supervisor.sock"}
     if not settings.redis_url:
         config += _program("redis", f"{redis_server_binary()} {home / 'redis' / 'redis.conf'}", priority=10)
     worker = (
-        f"{BIN / 'celery'} -A worker.celery_app worker -Q radbatch --pool prefork"
+        f"{BIN / 'celery'} -A worker.celery_app worker -Q radbatch,radbatch-notify --pool prefork"
         f" --concurrency {settings.worker_concurrency} --loglevel INFO --hostname radbatch@%%h"
     )
     config += _program("worker", worker, priority=20, stopwaitsecs=120)

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from broker import NOTIFY_QUEUE, QUEUE
 from broker.heartbeat import list_ready_workers
 from deploy.run import redis_server_binary
 
@@ -147,7 +148,8 @@ def service_env(overrides: dict[str, str]) -> dict[str, str]:
 
 def start_worker(env: dict[str, str], log: Path, redis_url: str, timeout: float = 180) -> subprocess.Popen:
     """A prefork Celery worker with one child; returns once that child has loaded its models."""
-    argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork"]
+    queues = f"{QUEUE},{NOTIFY_QUEUE}"
+    argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", queues, "--pool", "prefork"]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "test@%h"]
     process = start_process(argv, env, log)
     ready_or_stopped(process, lambda: list_ready_workers(redis_url), timeout, "celery worker", log)

@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["radbatch_csrf"] = csrf
 
     from web import api, auth, dashboard, upload
+    from web import audit as web_audit
     from web.api import errors, health
 
     csrf.exempt(api.bp)  # token clients have no cookie; cookie clients are checked in web.auth.identity
@@ -59,6 +60,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard.bp)
     errors.init_app(app)
     security.init_app(app, settings)
+    web_audit.init_app(app)
 
     # Probes also answer at the root, where load balancers and orchestrators usually look.
     app.add_url_rule("/healthz", "healthz", health.healthz)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from celery import Celery
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
-from broker import make_celery
+from broker import make_celery, send_notifications
 from db.session import make_engine, make_session_factory
+from db.webhooks import on_jobs_finished
 from settings import Settings
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     app.extensions["radbatch_engine"] = engine
-    app.extensions["radbatch_sessions"] = make_session_factory(engine)
-    app.extensions["radbatch_celery"] = make_celery(settings)
+    sessions = app.extensions["radbatch_sessions"] = make_session_factory(engine)
+    celery = app.extensions["radbatch_celery"] = make_celery(settings)
+    on_jobs_finished(sessions, partial(send_notifications, celery))  # webhooks of jobs that finish in a request
     app.teardown_appcontext(close_db)
 
 

@@ -27,6 +27,7 @@ from db.jobs import set_image_status
 from db.models import Image, ImageStatus, Job, JobStatus, utcnow
 from db.session import database_session
 from settings import Settings
+from worker.housekeeping import housekeeping
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def start_sweeper(settings: Settings, app: Celery) -> threading.Thread:
             time.sleep(settings.sweep_interval)
             try:
                 sweep_once(settings, app, client, settings.sweep_interval, settings.stuck_after)
+                housekeeping(settings, app, client)
             except (redis.RedisError, BrokerUnavailable, SQLAlchemyError, OSError) as error:
                 log.warning("recovery sweep skipped: %s", error)
 

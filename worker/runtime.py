@@ -11,12 +11,15 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 
-from celery import signals
+from celery import current_app, signals
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker import send_notifications
 from broker.heartbeat import Heartbeat
 from db.session import make_engine, make_session_factory
+from db.webhooks import on_jobs_finished
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
 from settings import Settings
 from worker.recovery import start_sweeper
@@ -55,7 +58,9 @@ def session_factory() -> sessionmaker[Session]:
     """A session factory owned by this process (an engine must not cross a fork)."""
     global _factory
     if _factory is None or _factory[0] != os.getpid():
-        _factory = (os.getpid(), make_session_factory(make_engine(settings().database_url)))
+        factory = make_session_factory(make_engine(settings().database_url))
+        on_jobs_finished(factory, partial(send_notifications, current_app))  # webhooks of jobs a batch finished
+        _factory = (os.getpid(), factory)
     return _factory[1]
 
 

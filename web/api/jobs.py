@@ -15,6 +15,8 @@ from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import InsufficientStorage, error_response
 from web.extensions import celery_client, get_db, get_settings
+from web.notifications import register_webhook
+from web.purging import purge
 from web.query_args import enum_choice, flag, page_args
 from web.results import parse_filter, results_page
 
@@ -113,9 +115,10 @@ def create():
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
     job = create_job(db, _user(), clean_text(request.form.get("name", "")).strip() or _default_name(files), is_open)
+    webhook = register_webhook(db, job.id, request.form)  # before the files: a job that finishes at once notifies too
     _store(job.id, files)
     warning = _queue_quietly(job.id, full_batches_only=is_open)
-    body = job.to_dict() | ({"warning": warning} if warning else {})
+    body = job.to_dict() | webhook | ({"warning": warning} if warning else {})
     response = jsonify(body)
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
@@ -174,6 +177,9 @@ def list_jobs():
 
 @bp.delete("/jobs/<int:job_id>")
 def cancel(job_id: int):
+    """Cancel; with ?purge=true delete the job's files and rows too (a running job is cancelled first)."""
+    if flag(request.args, "purge"):
+        return jsonify(purge(job_or_404(_user(), job_id)))
     db = get_db()
     try:
         job = cancel_job(db, job_or_404(_user(), job_id))
