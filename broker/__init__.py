@@ -4,7 +4,7 @@ Task name, queue, the Celery client, `send_batches` and the workers' readiness h
 TensorFlow, `worker` or `web`; both of them import this.
 """
 
-from broker.app import PREDICT_TASK, QUEUE, TASK_TIME_LIMIT_S, make_celery
+from broker.app import PREDICT_TASK, QUEUE, make_celery
 from broker.sending import BrokerUnavailable, send_batches
 
-__all__ = ["PREDICT_TASK", "QUEUE", "TASK_TIME_LIMIT_S", "BrokerUnavailable", "make_celery", "send_batches"]
+__all__ = ["PREDICT_TASK", "QUEUE", "BrokerUnavailable", "make_celery", "send_batches"]
