@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -79,9 +80,12 @@ def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int
         image.status, image.error = ImageStatus.failed, reason
         return image
     stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
+    digest = hashlib.sha256()
     with open(upload_dir / stored_name, "wb") as out:
-        shutil.copyfileobj(incoming.stream, out, 1024 * 1024)
-    image.stored_name, image.status = stored_name, ImageStatus.pending
+        for block in iter(functools.partial(incoming.stream.read, 1024 * 1024), b""):
+            digest.update(block)
+            out.write(block)
+    image.stored_name, image.status, image.sha256 = stored_name, ImageStatus.pending, digest.hexdigest()
     return image
 
 

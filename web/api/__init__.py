@@ -14,4 +14,4 @@ def authenticate() -> None:
         api_user()
 
 
-from web.api import health, jobs  # noqa: E402,F401  (registers the routes on bp)
+from web.api import files, health, jobs  # noqa: E402,F401  (registers the routes on bp)

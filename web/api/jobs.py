@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from flask import abort, g, jsonify, request, url_for
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
-from db.models import JobStatus, User
+from db.models import Image, JobStatus, User
 from ingest import Incoming, QueueUnavailable, add_files, queue_pending
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import error_response
+from web.api.idempotency import commit_once, idempotent
 from web.extensions import celery_client, get_db, get_settings
 from web.query_args import enum_choice, flag, page_args
 from web.results import parse_filter, results_page
@@ -69,7 +70,12 @@ def _queue_quietly(job_id: int, full_batches_only: bool) -> str | None:
     return None
 
 
+def _stored_paths(images: list[Image]) -> list[Path]:
+    return [get_settings().upload_dir / image.stored_name for image in images if image.stored_name]
+
+
 @bp.post("/jobs")
+@idempotent
 def create():
     files = _incoming()
     is_open = flag(request.form, "open")
@@ -77,18 +83,20 @@ def create():
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
     job = create_job(db, _user(), request.form.get("name", "").strip() or _default_name(files), is_open)
-    add_files(db, job.id, files, get_settings())
+    images = add_files(db, job.id, files, get_settings())
     refresh_job(db, job.id)
-    db.commit()
+    location = url_for("api.get_job", job_id=job.id)
+    commit_once(db, job.to_dict(), 201, location, _stored_paths(images))
     warning = _queue_quietly(job.id, full_batches_only=is_open)
     body = job.to_dict() | ({"warning": warning} if warning else {})
     response = jsonify(body)
     response.status_code = 201
-    response.headers["Location"] = url_for("api.get_job", job_id=job.id)
+    response.headers["Location"] = location
     return response
 
 
 @bp.post("/jobs/<int:job_id>/files")
+@idempotent
 def add(job_id: int):
     db = get_db()
     job = job_or_404(_user(), job_id)
@@ -96,9 +104,9 @@ def add(job_id: int):
     files = _incoming()
     if not files:
         abort(400, "send at least one file in the repeated 'files' field")
-    add_files(db, job.id, files, get_settings())
+    images = add_files(db, job.id, files, get_settings())
     refresh_job(db, job.id)
-    db.commit()
+    commit_once(db, job.to_dict() | {"added": len(files)}, 200, stored_files=_stored_paths(images))
     warning = _queue_quietly(job.id, full_batches_only=True)  # work starts as files arrive
     return jsonify(job.to_dict() | {"added": len(files)} | ({"warning": warning} if warning else {}))
 
