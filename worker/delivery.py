@@ -73,9 +73,11 @@ def claim(session: Session, image_ids: list[int], max_attempts: int) -> Claim:
         )
     if result.alone:
         result.alone = requeue_images(session, result.alone)
-    if result.given_up or result.alone:
+    if result.given_up:
+        log.warning("gave up on images %s after %d attempts each", result.given_up, max_attempts)
+    if result.alone:
         log.warning(
-            "%d images given up (%s), %d sent again alone", len(result.given_up), result.given_up, len(result.alone)
+            "%d images of this batch were attempted before: each goes back on the queue alone", len(result.alone)
         )
     return result
 

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from broker import BrokerUnavailable, send_batches
-from broker.inflight import BrokerView, HolderBeacon, forget, inspect
+from broker.inflight import HOLDER_INTERVAL_S, ORPHAN_GRACE_S, BrokerView, HolderBeacon, forget, inspect
 from db.idempotency import purge_keys
 from db.jobs import close_idle_jobs, refresh_job, requeue_images
 from db.models import Image, ImageStatus, Job, JobStatus, utcnow
@@ -90,7 +90,9 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis) -> SweepRep
         purge_keys(session)
     for job_id in report.closed_jobs:
         log.warning("recovery: closed job %d after %d s without new files", job_id, settings.open_job_ttl)
-    view = inspect(client)
+    # An unacknowledged message younger than this may not be published by its worker yet (HOLDER_INTERVAL_S);
+    # tying it to stuck_after keeps the promise that nothing waits longer than stuck_after plus one sweep.
+    view = inspect(client, grace=min(ORPHAN_GRACE_S, max(settings.stuck_after, 3 * HOLDER_INTERVAL_S)))
     report.orphans = len(view.orphans)
     older_than = utcnow() - timedelta(seconds=settings.stuck_after)
     with database_session(settings.database_url) as session:
