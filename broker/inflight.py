@@ -111,8 +111,10 @@ def held_task_ids(client: redis.Redis) -> set[str]:
     keys = list(client.scan_iter(match=f"{HOLDER_PREFIX}*", count=100))
     held: set[str] = set()
     for value in client.mget(keys) if keys else []:
-        if value is not None:
-            held.update(json.loads(value))
+        try:
+            held.update(str(task_id) for task_id in json.loads(value or "[]"))
+        except (ValueError, TypeError):
+            log.warning("ignoring a malformed holding list: %r", value[:200])
     return held
 
 

@@ -50,10 +50,6 @@ class SweepReport:
     sent: dict[int, list[int]] = field(default_factory=dict)  # job id -> image ids sent again
     orphans: int = 0
 
-    @property
-    def sent_count(self) -> int:
-        return sum(len(ids) for ids in self.sent.values())
-
 
 def _due(older_than: datetime, view: BrokerView) -> ColumnElement[bool]:
     """Waited more than `stuck_after` since it was queued (or stored), or rides on an orphaned message."""
@@ -124,6 +120,8 @@ def start_recovery(settings: Settings, app: Celery) -> threading.Thread:
                 sweep_once(settings, app, client)
             except (redis.RedisError, BrokerUnavailable, SQLAlchemyError, OSError) as error:
                 log.warning("recovery sweep skipped: %s", error)
+            except Exception:  # noqa: BLE001 - the sweeper must outlive any one bad sweep
+                log.exception("recovery sweep failed")
 
     thread = threading.Thread(target=run, name="radbatch-recovery", daemon=True)
     thread.start()
