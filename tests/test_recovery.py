@@ -6,8 +6,10 @@ as a worker killed mid-batch (or one whose Redis restarted under it) leaves them
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -158,3 +160,22 @@ def test_a_delivery_counts_attempts_first_retries_the_attempted_alone_and_gives_
             assert session.get(Image, ids[1]).attempts == 2
     finally:
         engine.dispose()
+
+
+def test_the_worker_does_not_fork_a_pool_process_in_the_middle_of_a_sweep() -> None:
+    """A child forked while the sweep thread is inside SQLite or libpq may inherit one of their locks held and hang
+    on its first query (about 2 children in 100 did, forking while a thread ran SQLAlchemy on SQLite)."""
+    from worker.recovery import _NO_FORK, hold_forks_during_sweeps
+
+    hold_forks_during_sweeps()
+    sweeping = threading.Thread(target=lambda: (_NO_FORK.acquire(), time.sleep(0.5), _NO_FORK.release()))
+    sweeping.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _NO_FORK.acquire(timeout=1) else 1)  # the child's copy of the lock is free
+    waited = time.monotonic() - started
+    _, status = os.waitpid(pid, 0)
+    sweeping.join()
+    assert waited >= 0.3 and os.WEXITSTATUS(status) == 0

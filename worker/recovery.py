@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = "radbatch:sweep-lock"
 
+# A pool process forked while this thread is inside SQLite, libpq or a producer pool can inherit one of their
+# locks held, and hang on its first query. So while the sweep works with the database and sends, the worker's
+# main process does not fork (start_recovery registers this lock with os.register_at_fork).
+_NO_FORK = threading.Lock()
+
 
 @dataclass
 class SweepReport:
@@ -80,7 +85,7 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis) -> SweepRep
     ):
         return None
     report = SweepReport()
-    with database_session(settings.database_url) as session:
+    with _NO_FORK, database_session(settings.database_url) as session:
         if settings.open_job_ttl > 0:
             report.closed_jobs = close_idle_jobs(session, utcnow() - timedelta(seconds=settings.open_job_ttl))
         purge_keys(session)
@@ -91,25 +96,32 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis) -> SweepRep
     view = inspect(client, grace=min(ORPHAN_GRACE_S, max(settings.stuck_after, 3 * HOLDER_INTERVAL_S)))
     report.orphans = len(view.orphans)
     older_than = utcnow() - timedelta(seconds=settings.stuck_after)
-    with database_session(settings.database_url) as session:
-        for job_id, image_ids in find_lost(session, older_than, view).items():
-            moved = requeue_images(session, image_ids, only_if=_due(older_than, view))  # unless queued meanwhile
-            if moved:
-                report.sent[job_id] = moved
-                refresh_job(session, job_id)
-    for job_id, image_ids in report.sent.items():
-        send_batches(app, image_ids, settings.batch_size)
-        log.warning("recovery: sent %d images of job %d again (no live message)", len(image_ids), job_id)
+    with _NO_FORK:
+        with database_session(settings.database_url) as session:
+            for job_id, image_ids in find_lost(session, older_than, view).items():
+                moved = requeue_images(session, image_ids, only_if=_due(older_than, view))  # unless queued since
+                if moved:
+                    report.sent[job_id] = moved
+                    refresh_job(session, job_id)
+        for job_id, image_ids in report.sent.items():
+            send_batches(app, image_ids, settings.batch_size)
+            log.warning("recovery: sent %d images of job %d again (no live message)", len(image_ids), job_id)
     if view.orphans:
         forget(client, view.orphans)
         log.warning("recovery: removed %d orphaned unacknowledged messages", len(view.orphans))
     return report
 
 
+def hold_forks_during_sweeps() -> None:
+    """From now on a fork of this process waits until no sweep is inside the database or sending."""
+    os.register_at_fork(before=_NO_FORK.acquire, after_in_parent=_NO_FORK.release, after_in_child=_NO_FORK.release)
+
+
 def start_recovery(settings: Settings, app: Celery) -> threading.Thread:
     """In the worker's main process: publish the tasks it holds, and sweep every `settings.sweep_interval` s."""
     from celery.worker import state  # this process's received, reserved, running and countdown tasks by id
 
+    hold_forks_during_sweeps()
     HolderBeacon(settings.effective_redis_url, lambda: list(state.requests)).start()
 
     def run() -> None:
