@@ -33,9 +33,13 @@ class Settings:
     batch_size: int = 32
     max_file_mb: int = 64
     served_models: tuple[str, ...] = ("cnn", "unet")
-    visibility_timeout: int = 3600  # seconds before a message taken by a vanished worker is handed out again
-    sweep_interval: int = 60  # seconds between recovery sweeps
-    stuck_after: int = 300  # seconds an image may wait queued before the sweep sends it again
+    visibility_timeout: int = 3600  # seconds before Redis itself hands out again a message a vanished worker took
+    sweep_interval: int = 30  # seconds between recovery sweeps
+    stuck_after: int = 60  # seconds an image may wait with no live message before the sweep sends it again
+    max_attempts: int = 3  # deliveries that may start work on one image; the next one fails it with the reason
+    open_job_ttl: int = 3600  # seconds without new files before the sweep closes an open job (0: never)
+    task_soft_time_limit: int = 840  # seconds: a batch still running is stopped and its images retried one by one
+    task_time_limit: int = 900  # seconds: the worker process is killed
     worker_concurrency: int = 1  # `make run`'s worker processes; each loads the models
     web_workers: int = 2  # `make run`'s gunicorn workers
     worker_max_memory_mb: int = 1536  # a worker child above this resident size is replaced after its batch
@@ -56,6 +60,10 @@ class Settings:
         for name, file_name in (("secret_key", SECRET_KEY_FILE), ("redis_password", REDIS_PASSWORD_FILE)):
             if not getattr(self, name) and (home / file_name).is_file():
                 object.__setattr__(self, name, (home / file_name).read_text().strip())
+        if not 0 < self.task_soft_time_limit < self.task_time_limit:
+            raise SettingsError("RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below RADBATCH_TASK_TIME_LIMIT")
+        if self.max_attempts < 1:
+            raise SettingsError("RADBATCH_MAX_ATTEMPTS must be at least 1")
 
     @property
     def upload_dir(self) -> Path:

@@ -4,7 +4,7 @@ Task name, queue, the Celery client, `send_batches` and the workers' readiness h
 TensorFlow, `worker` or `web`; both of them import this.
 """
 
-from broker.app import NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, TASK_TIME_LIMIT_S, make_celery
+from broker.app import NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, make_celery
 from broker.notify import send_notifications
 from broker.sending import BrokerUnavailable, send_batches
 
@@ -13,7 +13,6 @@ __all__ = [
     "NOTIFY_TASK",
     "PREDICT_TASK",
     "QUEUE",
-    "TASK_TIME_LIMIT_S",
     "BrokerUnavailable",
     "make_celery",
     "send_batches",

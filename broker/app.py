@@ -10,7 +10,6 @@ PREDICT_TASK = "radbatch.predict_batch"
 QUEUE = "radbatch"
 NOTIFY_TASK = "radbatch.notify_job"  # webhook deliveries, on a queue of their own
 NOTIFY_QUEUE = "radbatch-notify"
-TASK_TIME_LIMIT_S = 900
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,11 +26,14 @@ def make_celery(settings: Settings) -> Celery:
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB; replaced after the batch
         task_default_queue=QUEUE,
         task_routes={PREDICT_TASK: {"queue": QUEUE}, NOTIFY_TASK: {"queue": NOTIFY_QUEUE}},
-        task_time_limit=TASK_TIME_LIMIT_S,
+        task_soft_time_limit=settings.task_soft_time_limit,  # the task retries its images one by one
+        task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # When Redis restarts, a running batch finishes and stores its results (storing is idempotent) instead of
+        # being killed; its message, if it can no longer be acknowledged, is left to the recovery sweep.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_proc_alive_timeout=180,  # a child loads TensorFlow and the models before it says it is up
         worker_hijack_root_logger=False,
         timezone="UTC",

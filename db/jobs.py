@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select, update
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, func, select, true, update
 from sqlalchemy.orm import Session, joinedload
 
 from db.models import Image, ImageStatus, Job, JobStatus, User, utcnow
@@ -39,11 +41,49 @@ def refresh_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def set_image_status(session: Session, image_ids: list[int], old: ImageStatus, new: ImageStatus) -> None:
-    """Move those of `image_ids` that are in status `old` to `new`."""
+def set_image_status(session: Session, image_ids: list[int], old: ImageStatus, new: ImageStatus) -> list[int]:
+    """Move those of `image_ids` that are in status `old` to `new` and return their ids (so two callers racing
+    to queue the same images send each one once). Moving to `queued` stamps `queued_at`."""
+    values = {"status": new} | ({"queued_at": utcnow()} if new == ImageStatus.queued else {})
+    moved: list[int] = []
     for start in range(0, len(image_ids), _IN_CHUNK):
         chunk = image_ids[start : start + _IN_CHUNK]
-        session.execute(update(Image).where(Image.id.in_(chunk), Image.status == old).values(status=new))
+        statement = update(Image).where(Image.id.in_(chunk), Image.status == old).values(**values)
+        moved += session.scalars(statement.returning(Image.id), execution_options={"synchronize_session": False})
+    return sorted(moved)
+
+
+def requeue_images(session: Session, image_ids: list[int], only_if: ColumnElement[bool] | None = None) -> list[int]:
+    """Those of `image_ids` still waiting (pending or queued, and `only_if`, re-checked as they are written) become
+    queued now; returns their ids, to send again."""
+    moved: list[int] = []
+    for start in range(0, len(image_ids), _IN_CHUNK):
+        chunk = image_ids[start : start + _IN_CHUNK]
+        statement = (
+            update(Image)
+            .where(
+                Image.id.in_(chunk), Image.status.in_(ImageStatus.unfinished()), true() if only_if is None else only_if
+            )
+            .values(status=ImageStatus.queued, queued_at=utcnow())
+        )
+        moved += session.scalars(statement.returning(Image.id), execution_options={"synchronize_session": False})
+    return sorted(moved)
+
+
+def close_idle_jobs(session: Session, idle_since: datetime) -> list[int]:
+    """Close the open jobs that received no file since `idle_since` (an upload abandoned mid-way); returns their ids.
+    Their pending images are then queued like those of any closed job."""
+    last_file = select(func.max(Image.created_at)).where(Image.job_id == Job.id).correlate(Job).scalar_subquery()
+    idle = session.scalars(
+        select(Job.id).where(
+            Job.is_open, Job.status != JobStatus.cancelled, func.coalesce(last_file, Job.created_at) < idle_since
+        )
+    ).all()
+    for job_id in idle:
+        job = session.get(Job, job_id)
+        job.is_open = False
+        refresh_job(session, job_id)
+    return list(idle)
 
 
 def create_job(session: Session, user: User, name: str, is_open: bool) -> Job:

@@ -141,6 +141,8 @@ class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
         Index("ix_images_job_status", "job_id", "status"),
+        Index("ix_images_status_queued", "status", "queued_at"),  # the recovery sweep
+        Index("ix_images_job_sha256", "job_id", "sha256"),  # resuming an upload
         {"sqlite_autoincrement": True},  # a purged image's id, and so its file names, are never reused
     )
 
@@ -159,6 +161,9 @@ class Image(Base):
     mode: Mapped[Optional[str]] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     processed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))  # of the stored bytes; None if the file was refused
+    queued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))  # when its last message was sent
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # deliveries that started work on it
 
     job: Mapped[Job] = relationship(back_populates="images")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="image", cascade="all, delete-orphan")
@@ -183,3 +188,22 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")
+
+
+class IdempotencyKey(Base):
+    """The first successful response to a request sent with an `Idempotency-Key` header, replayed to its retries."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
+        Index("ix_idempotency_keys_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the method, path, form fields and file contents
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text)  # the JSON body
+    location: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import logging
 import os
-import shutil
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -92,21 +93,28 @@ def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int
         image.status, image.error = ImageStatus.failed, reason
         return image
     stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
-    _write_atomically(incoming.stream, upload_dir / stored_name)
+    image.sha256 = _write_atomically(incoming.stream, upload_dir / stored_name)
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
 
 
-def _write_atomically(stream: IO[bytes], target: Path) -> None:
-    """Copy to a temporary name, then rename: a half-written file never carries a stored name."""
+def _write_atomically(stream: IO[bytes], target: Path) -> str:
+    """Copy to a temporary name, then rename: a half-written file never carries a stored name.
+
+    Returns the SHA-256 of what was written (clients resume an upload by it).
+    """
     partial = target.with_name(f".{target.name}.part")
+    digest = hashlib.sha256()
     try:
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            shutil.copyfileobj(stream, out, 1024 * 1024)
+            for block in iter(functools.partial(stream.read, 1024 * 1024), b""):
+                digest.update(block)
+                out.write(block)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    return digest.hexdigest()
 
 
 def discard_stored(images: list[Image], upload_dir: Path) -> None:

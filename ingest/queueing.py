@@ -1,4 +1,9 @@
-"""Hand pending images to the workers: commit the database first, then send batches of ids."""
+"""Hand pending images to the workers: commit the database first, then send batches of ids.
+
+A crash between the commit and the send leaves images `queued` with no message. That window is not closed
+here (no outbox): the recovery sweep (worker/recovery.py) owns every image that has no live message and
+sends it again once it has waited RADBATCH_STUCK_AFTER seconds since `queued_at`.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ def queue_pending(session: Session, client: Celery, job_id: int, batch_size: int
         ids = ids[: len(ids) - len(ids) % batch_size]
     if not ids:
         return 0
-    set_image_status(session, ids, ImageStatus.pending, ImageStatus.queued)
+    ids = set_image_status(session, ids, ImageStatus.pending, ImageStatus.queued)  # only those this call moved
+    if not ids:
+        return 0
     refresh_job(session, job_id)
     session.commit()
 

@@ -107,6 +107,8 @@ def test_settings_read_every_field_from_its_environment_variable(tmp_path: Path)
     assert Settings.from_env({"RADBATCH_HOME": str(tmp_path)}) == Settings(home=tmp_path)
     with pytest.raises(SettingsError, match="RADBATCH_BATCH_SIZE must be a whole number"):
         Settings.from_env({"RADBATCH_BATCH_SIZE": "many"})
+    with pytest.raises(SettingsError, match="RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below"):
+        Settings.from_env({"RADBATCH_TASK_SOFT_TIME_LIMIT": "900", "RADBATCH_TASK_TIME_LIMIT": "900"})
 
 
 def test_reading_the_settings_writes_nothing(tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ def test_the_celery_app_is_configured_for_at_least_once_delivery() -> None:
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost, conf.worker_prefetch_multiplier) == (True, True, 1)
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_routes[PREDICT_TASK]["queue"] == QUEUE == conf.task_default_queue
-    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit > conf.task_soft_time_limit > 0
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False  # a running batch finishes and stores
 
 
 def test_heartbeats_appear_and_disappear(redis_url: str) -> None:

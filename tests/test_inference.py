@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
+from broker.inflight import BrokerView
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import make_dirs
@@ -17,7 +18,7 @@ from db.users import create_user
 from settings import Settings
 from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
 from worker import inference, runtime
-from worker.recovery import find_stuck
+from worker.recovery import find_lost
 
 pytestmark = pytest.mark.e2e
 
@@ -123,10 +124,43 @@ def test_the_recovery_query_finds_only_lost_work(env) -> None:
     settings, sessions = env
     data = sorted(PIPELINE_IMAGES.glob("*.png"))[0].read_bytes()
     closed, closed_ids = make_job(settings, sessions, {"a.png": data, "b.png": data})
-    open_job, _ = make_job(settings, sessions, {"c.png": data}, is_open=True)
+    open_job, open_ids = make_job(settings, sessions, {"c.png": data, "e.png": data}, is_open=True)
     cancelled, _ = make_job(settings, sessions, {"d.png": data}, status=JobStatus.cancelled)
     with session_scope(sessions) as session:
-        stuck = find_stuck(session, utcnow() + timedelta(seconds=1))
-        assert stuck.get(closed) == closed_ids
-        assert open_job not in stuck and cancelled not in stuck
-        assert closed not in find_stuck(session, utcnow() - timedelta(minutes=5))  # too recent to be called lost
+        session.get(Image, open_ids[1]).status = ImageStatus.pending  # still filling a batch: not lost
+    nothing_live = BrokerView()
+    with session_scope(sessions) as session:
+        lost = find_lost(session, utcnow() + timedelta(seconds=1), nothing_live)
+        assert lost.get(closed) == closed_ids
+        assert lost.get(open_job) == open_ids[:1]  # a queued image of an open job was sent, so it can be lost
+        assert cancelled not in lost
+        assert closed not in find_lost(session, utcnow() - timedelta(minutes=5), nothing_live)  # too recent
+        on_a_live_message = BrokerView(live={closed_ids[0]})
+        assert find_lost(session, utcnow() + timedelta(seconds=1), on_a_live_message)[closed] == closed_ids[1:]
+
+
+def test_a_delivery_racing_another_one_stores_the_images_the_other_did_not(env, loaded_models) -> None:
+    """The other delivery commits image 0 just before this one writes: this one skips image 0 and stores the rest
+    (before, SQLite rolled the whole batch back on the unique constraint and reported it skipped)."""
+    settings, sessions = env
+    job_id, ids = make_job(
+        settings, sessions, {p.name: p.read_bytes() for p in sorted(PIPELINE_IMAGES.glob("*.png"))[:4]}
+    )
+    engine = sessions.kw["bind"]
+    raced = []
+
+    def other_delivery_first(_conn, _cursor, statement, *_args) -> None:
+        if raced or not statement.lstrip().upper().startswith(("UPDATE IMAGES", "INSERT INTO PREDICTIONS")):
+            return
+        raced.append(statement)
+        run(settings, sessions, loaded_models, ids[:1])
+
+    event.listen(engine, "before_cursor_execute", other_delivery_first)
+    try:
+        outcome = run(settings, sessions, loaded_models, ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", other_delivery_first)
+    assert raced and (outcome.done, outcome.skipped) == (ids[1:], ids[:1])
+    with session_scope(sessions) as session:
+        assert session.scalar(select(func.count()).where(Prediction.image_id.in_(ids))) == 3 * len(ids)
+        assert (session.get(Job, job_id).done, session.get(Job, job_id).status) == (len(ids), JobStatus.done)

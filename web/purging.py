@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import abort, g
 
-from broker import TASK_TIME_LIMIT_S
 from db.jobs import cancel_job
 from db.models import Job
 from db.purge import purge_job, recheck_time
@@ -15,7 +14,6 @@ from web.audit import audit
 from web.extensions import get_db, get_settings
 
 logger = logging.getLogger(__name__)
-RECHECK_WINDOW_S = TASK_TIME_LIMIT_S + 60  # after this, no batch of the job can still be writing files
 
 
 def purge(job: Job) -> dict[str, Any]:
@@ -25,7 +23,7 @@ def purge(job: Job) -> dict[str, Any]:
     if still_running:
         cancel_job(db, job)
         db.commit()  # workers skip its images from now on
-    purged = purge_job(db, get_settings(), job_id, recheck_time(job, RECHECK_WINDOW_S))
+    purged = purge_job(db, get_settings(), job_id, recheck_time(job, get_settings().task_time_limit + 60))
     if purged is None:
         abort(404, f"job {job_id} was purged meanwhile")
     audit("job.purge", job_id, images=purged.images, files=purged.files, cancelled_first=still_running)

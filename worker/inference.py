@@ -1,10 +1,12 @@
 """Predict one batch of images: a plain function of a session, the loaded models and the settings.
 
-Read (worker.reading) -> score (worker.scoring) -> store (here). `predict_batch` is idempotent: images
-already finished, or in a cancelled job, are skipped, and a redelivered batch never writes a second
-prediction for an (image, model). The slow part (decoding and the models) runs outside any transaction;
-the results, the image statuses and the job counters are then written in one transaction, which the
-caller commits.
+Read (worker.reading) -> score (worker.scoring) -> store (here). `predict_batch` is idempotent, image by
+image, on SQLite and PostgreSQL alike: images already finished, or in a cancelled job, are skipped; each
+image is stored only if a conditional UPDATE still finds it unfinished (so of two deliveries racing on it,
+exactly one stores it), and its predictions are inserted with ON CONFLICT DO NOTHING on (image, model). A
+duplicate delivery therefore never rolls back its batch-mates. The slow part (decoding and the models) runs
+outside any transaction; the results, the image statuses and the job counters are then written in one
+transaction, which the caller commits.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
 from db.jobs import refresh_job
-from db.models import Image, ImageStatus, JobStatus, Prediction, utcnow
+from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from models.preprocess import ImageDecodeError
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
@@ -41,10 +45,8 @@ def _needs_work(image: Image) -> bool:
     return image.status.is_unfinished and image.job.status != JobStatus.cancelled
 
 
-def _load_rows(session: Session, image_ids: list[int], lock: bool = False) -> list[Image]:
+def _load_rows(session: Session, image_ids: list[int]) -> list[Image]:
     query = select(Image).where(Image.id.in_(image_ids)).options(joinedload(Image.job)).order_by(Image.id)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Image)
     return list(session.scalars(query).unique())
 
 
@@ -76,6 +78,8 @@ def predict_batch(
             decoded[image.id] = read_image(image, models, settings)
         except ImageDecodeError as error:
             errors[image.id] = str(error)
+        except SoftTimeLimitExceeded:
+            raise  # the batch ran out of time: the task retries its images one by one
         except Exception as error:  # noqa: BLE001 - one bad image must not fail the batch
             log.exception("unexpected error on image %d", image.id)
             errors[image.id] = f"internal error while reading the image: {type(error).__name__}: {error}"
@@ -83,6 +87,11 @@ def predict_batch(
 
     rows = score(models, ensemble, decoded, errors)
     return _store(session, image_ids, decoded, errors, rows, outcome)
+
+
+def _insert_ignoring_duplicates(session: Session):
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(Prediction).on_conflict_do_nothing(index_elements=["image_id", "model_name"])
 
 
 def _store(
@@ -93,30 +102,37 @@ def _store(
     rows: dict[int, list[dict]],
     outcome: BatchOutcome,
 ) -> BatchOutcome:
-    """Write the batch in the session's transaction, re-checking each image under a row lock."""
-    images = _load_rows(session, image_ids, lock=True)
-    existing = set(
-        session.execute(select(Prediction.image_id, Prediction.model_name).where(Prediction.image_id.in_(image_ids)))
-    )
+    """Write the batch in the session's transaction, each image only if it is still unfinished."""
     now = utcnow()
-    for image in images:
-        if not _needs_work(image) or (image.id not in errors and image.id not in rows):
-            outcome.skipped.append(image.id)  # finished by another delivery meanwhile, or cancelled
+    not_cancelled = ~exists().where(Job.id == Image.job_id, Job.status == JobStatus.cancelled)
+    jobs: set[int] = set()
+    for image_id in sorted(image_ids):  # ascending ids: concurrent deliveries lock rows in the same order
+        if image_id not in errors and image_id not in rows:
+            outcome.skipped.append(image_id)  # finished or cancelled before this delivery read it
             continue
-        if image.id in decoded:
-            found = decoded[image.id]
-            image.width, image.height, image.mode = found.width, found.height, found.mode
-        image.processed_at = now
-        if image.id in errors:
-            image.status, image.error = ImageStatus.failed, errors[image.id]
-            outcome.failed.append(image.id)
+        values: dict = {"processed_at": now}
+        if image_id in decoded:
+            found = decoded[image_id]
+            values |= {"width": found.width, "height": found.height, "mode": found.mode}
+        failed = image_id in errors
+        values |= {"status": ImageStatus.failed if failed else ImageStatus.done, "error": errors.get(image_id)}
+        job_id = session.scalar(
+            update(Image)
+            .where(Image.id == image_id, Image.status.in_(ImageStatus.unfinished()), not_cancelled)
+            .values(**values)
+            .returning(Image.job_id),
+            execution_options={"synchronize_session": False},
+        )
+        if job_id is None:
+            outcome.skipped.append(image_id)  # finished by another delivery meanwhile, or cancelled
             continue
-        for row in rows[image.id]:
-            if (image.id, row["model_name"]) not in existing:
-                session.add(Prediction(**row))
-        image.status, image.error = ImageStatus.done, None
-        outcome.done.append(image.id)
-    for job_id in sorted({image.job_id for image in images}):
+        jobs.add(job_id)
+        if failed:
+            outcome.failed.append(image_id)
+            continue
+        session.execute(_insert_ignoring_duplicates(session), rows[image_id])
+        outcome.done.append(image_id)
+    for job_id in sorted(jobs):
         refresh_job(session, job_id)
     session.flush()
     return outcome

@@ -22,7 +22,7 @@ from db.session import make_engine, make_session_factory
 from db.webhooks import on_jobs_finished
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
 from settings import Settings
-from worker.recovery import start_sweeper
+from worker.recovery import start_recovery
 
 log = logging.getLogger(__name__)
 
@@ -120,4 +120,4 @@ def _stop_heartbeat(**_kwargs) -> None:
 
 @signals.worker_ready.connect
 def _start_recovery(sender=None, **_kwargs) -> None:
-    start_sweeper(settings(), sender.app)
+    start_recovery(settings(), sender.app)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from models.registry import Ensemble, LoadedModel
 from worker.reading import Decoded
@@ -22,12 +23,16 @@ def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decode
     try:
         probabilities = model.predict(np.stack([decoded[i].inputs[model.name] for i in ids]))
         return {i: float(p) for i, p in zip(ids, probabilities)}
+    except SoftTimeLimitExceeded:
+        raise  # out of time: the task retries the images one by one
     except Exception:  # noqa: BLE001 - a model failure must not lose the whole batch
         log.exception("model %s failed on a batch of %d; retrying image by image", model.name, len(ids))
     results = {}
     for i in ids:
         try:
             results[i] = float(model.predict(decoded[i].inputs[model.name][None])[0])
+        except SoftTimeLimitExceeded:
+            raise
         except Exception as error:  # noqa: BLE001
             log.exception("model %s failed on image %d", model.name, i)
             errors[i] = f"model {model.name} failed: {type(error).__name__}: {error}"

@@ -5,32 +5,46 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from sqlalchemy.exc import IntegrityError, OperationalError
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from broker import PREDICT_TASK
+from db.jobs import requeue_images
 from db.session import session_scope
-from worker import inference, runtime
+from worker import delivery, inference, runtime
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(
     name=PREDICT_TASK,
+    bind=True,
     autoretry_for=(OperationalError,),  # database restarting, locked or unreachable: try again later
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=10,
 )
-def predict_batch(image_ids: list[int]) -> dict:
+def predict_batch(self, image_ids: list[int]) -> dict:
     """Predict a batch of image ids and store the results; safe to run twice."""
     loaded = runtime.models()
+    settings = runtime.settings()
+    sessions = runtime.session_factory()
     ids = [int(i) for i in image_ids]
+    with session_scope(sessions) as session:  # committed before any risky work
+        claim = delivery.claim(session, ids, settings.max_attempts)
+    delivery.send_alone(self.app, claim.alone)
+    counts = {"done": 0, "failed": len(claim.given_up), "skipped": len(ids) - len(claim.run) - len(claim.given_up)}
+    if not claim.run:
+        return counts
     try:
-        with session_scope(runtime.session_factory()) as session:
-            outcome = inference.predict_batch(session, ids, loaded.models, loaded.ensemble, runtime.settings())
-    except IntegrityError:  # another delivery of the same batch stored it first
-        log.info("batch %s was already stored by another delivery", ids[:5])
-        return {"done": 0, "failed": 0, "skipped": len(ids)}
-    counts = outcome.counts()
+        with session_scope(sessions) as session:
+            outcome = inference.predict_batch(session, claim.run, loaded.models, loaded.ensemble, settings)
+    except SoftTimeLimitExceeded:
+        with session_scope(sessions) as session:
+            retry = requeue_images(session, claim.run)
+        log.warning("a batch ran past %d s; %d images sent again alone", settings.task_soft_time_limit, len(retry))
+        delivery.send_alone(self.app, retry)
+        return counts | {"skipped": counts["skipped"] + len(claim.run)}
+    counts = {name: counts[name] + n for name, n in outcome.counts().items()}
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, g, jsonify, request, url_for
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
-from db.models import JobStatus, User
+from db.models import Image, Job, JobStatus, User
 from ingest import Incoming, QueueUnavailable, StorageFull, add_files, clean_text, discard_stored, queue_pending
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import InsufficientStorage, error_response
+from web.api.idempotency import commit_once, idempotent
 from web.extensions import celery_client, get_db, get_settings
 from web.notifications import register_webhook
 from web.purging import purge
@@ -67,19 +68,22 @@ def _held_back(raw: str, room: int) -> list[Incoming]:
     return held_back
 
 
-def _store(job_id: int, files: list[Incoming]) -> None:
-    """Store the files and commit their rows; on failure no file of this request is left behind."""
+def _store(job: Job, files: list[Incoming], body: dict, status: int, location: str | None = None) -> None:
+    """Store the files and commit their rows (with the request's Idempotency-Key and `body`, if it has one).
+
+    On any failure no file of this request is left behind; a full disk is a 507.
+    """
     db, settings = get_db(), get_settings()
     try:
-        images = add_files(db, job_id, files, settings)
+        images = add_files(db, job.id, files, settings)
     except StorageFull as error:
         db.rollback()
         raise InsufficientStorage(
             f"{error.strerror}: nothing from this request was kept; try again later (an administrator must free space)"
         ) from None
     try:
-        refresh_job(db, job_id)
-        db.commit()
+        refresh_job(db, job.id)
+        commit_once(db, job.to_dict() | body, status, location, _stored_paths(images))
     except Exception:
         db.rollback()
         discard_stored(images, settings.upload_dir)
@@ -107,7 +111,12 @@ def _queue_quietly(job_id: int, full_batches_only: bool) -> str | None:
     return None
 
 
+def _stored_paths(images: list[Image]) -> list[Path]:
+    return [get_settings().upload_dir / image.stored_name for image in images if image.stored_name]
+
+
 @bp.post("/jobs")
+@idempotent
 def create():
     files = _incoming()
     is_open = flag(request.form, "open")
@@ -116,23 +125,25 @@ def create():
     db = get_db()
     job = create_job(db, _user(), clean_text(request.form.get("name", "")).strip() or _default_name(files), is_open)
     webhook = register_webhook(db, job.id, request.form)  # before the files: a job that finishes at once notifies too
-    _store(job.id, files)
+    location = url_for("api.get_job", job_id=job.id)
+    _store(job, files, webhook, 201, location)
     warning = _queue_quietly(job.id, full_batches_only=is_open)
     body = job.to_dict() | webhook | ({"warning": warning} if warning else {})
     response = jsonify(body)
     response.status_code = 201
-    response.headers["Location"] = url_for("api.get_job", job_id=job.id)
+    response.headers["Location"] = location
     return response
 
 
 @bp.post("/jobs/<int:job_id>/files")
+@idempotent
 def add(job_id: int):
     job = job_or_404(_user(), job_id)
     require_accepting_files(job)
     files = _incoming()
     if not files:
         abort(400, "send at least one file in the repeated 'files' field")
-    _store(job.id, files)
+    _store(job, files, {"added": len(files)}, 200)
     warning = _queue_quietly(job.id, full_batches_only=True)  # work starts as files arrive
     return jsonify(job.to_dict() | {"added": len(files)} | ({"warning": warning} if warning else {}))
 

@@ -79,12 +79,22 @@
     return csrf;
   }
 
-  async function send(url, form, onProgress) {
+  // One Idempotency-Key per request, kept across its retries: a chunk whose response was lost is not stored twice.
+  // crypto.randomUUID exists only on https or localhost, so build a version-4 UUID from getRandomValues.
+  function newKey() {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  async function send(url, form, onProgress, key) {
     const token = await freshCsrf(false);
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", url);
       xhr.setRequestHeader("X-CSRFToken", token);
+      if (key) xhr.setRequestHeader("Idempotency-Key", key);
       xhr.responseType = "json";
       xhr.upload.onprogress = (e) => onProgress && onProgress(e.loaded);
       xhr.onload = () => {
@@ -111,8 +121,9 @@
   }
 
   async function sendWithRetry(url, form, onProgress) {
+    const key = newKey();
     for (let attempt = 1; ; attempt++) {
-      try { return await send(url, form, onProgress); }
+      try { return await send(url, form, onProgress, key); }
       catch (error) {
         if (attempt >= 3 || /closed|cancelled|not found|log in again/.test(error.message)) throw error;
         if (/CSRF/.test(error.message)) await freshCsrf(true);
@@ -134,7 +145,7 @@
     const create = new FormData();
     create.append("open", "true");
     create.append("name", document.getElementById("job-name").value.trim() || topFolder || `${picked.length} files`);
-    const job = await send(root.dataset.createUrl, create);
+    const job = await sendWithRetry(root.dataset.createUrl, create);
     const base = root.dataset.createUrl.replace(/\/$/, "") + "/" + job.id;
     let sentBytes = 0, sentFiles = 0;
     for (const chunk of chunks(picked)) {
