@@ -97,15 +97,23 @@ class Client:
     def job(self, job_id: int) -> dict:
         return self.get_json(f"/jobs/{job_id}")
 
-    def results(self, job_id: int, per_page: int = 1000, **filters: str):
-        """Every result row of the job, page by page (the API's own pagination)."""
+    def _every(self, path: str, key: str, per_page: int = 1000, **params: str):
+        """Every item of a paginated listing, page by page (the API's own pagination)."""
         page = 1
         while True:
-            body = self.get_json(f"/jobs/{job_id}/results", page=page, per_page=per_page, **filters)
-            yield from body["results"]
+            body = self.get_json(path, page=page, per_page=per_page, **params)
+            yield from body[key]
             if page >= body["pages"]:
                 return
             page += 1
+
+    def results(self, job_id: int, **filters: str):
+        """Every result row of the job."""
+        return self._every(f"/jobs/{job_id}/results", "results", **filters)
+
+    def stored_files(self, job_id: int):
+        """Every file the job holds, with the SHA-256 of its stored bytes (null for a refused file)."""
+        return self._every(f"/jobs/{job_id}/files", "files")
 
     def results_csv(self, job_id: int, **filters: str) -> requests.Response:
         """The dashboard's CSV export, streamed (it accepts the Bearer token too)."""

@@ -18,7 +18,6 @@ from tqdm import tqdm
 from cli.client import ApiError, Client, ServerUnavailable
 from cli.files import walk
 from cli.upload import (
-    ResumeUnsupported,
     failed_rows,
     send_files,
     still_to_send,
@@ -151,9 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UsageError as error:
         parser.exit(USAGE, f"radbatch: {error}\n")
-    except ResumeUnsupported as error:
-        print(f"radbatch: {error}", file=sys.stderr)
-        return FAILED
     except ApiError as error:
         print(f"radbatch: the server refused the request ({error.status}): {error.message}", file=sys.stderr)
         return FAILED

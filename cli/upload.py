@@ -89,22 +89,9 @@ def send_files(client: Client, job_id: int, files: list[LocalFile], max_file_byt
     return upload
 
 
-class ResumeUnsupported(RuntimeError):
-    """The server does not say which files a job already holds, so an upload cannot be resumed safely."""
-
-
 def stored_files(client: Client, job_id: int) -> set[tuple[str, str]]:
-    """(path, SHA-256) of every file the job already holds, from its result rows' `sha256` field."""
-    stored = set()
-    for row in client.results(job_id):
-        if "sha256" not in row:
-            raise ResumeUnsupported(
-                "this server does not report the stored files' SHA-256 (a `sha256` field on GET /jobs/<id>/results "
-                "rows), so --resume cannot tell which files are already there; upload the folder to a new job"
-            )
-        if row["sha256"]:
-            stored.add((row["path"], row["sha256"]))
-    return stored
+    """(path, SHA-256) of every file the job already holds (GET /jobs/<id>/files)."""
+    return {(item["path"], item["sha256"]) for item in client.stored_files(job_id) if item["sha256"]}
 
 
 def still_to_send(files: list[LocalFile], stored: set[tuple[str, str]]) -> list[LocalFile]:

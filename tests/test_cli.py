@@ -125,10 +125,12 @@ def test_unreachable_server_exits_3(e2e_stack: Stack, tmp_path: Path):
     assert "gave up after 2 attempts" in result.stderr and "retrying in 1 s" in result.stderr
 
 
-def test_resume_needs_the_servers_file_hashes(e2e_stack: Stack, tmp_path: Path):
-    folder = _folder(tmp_path / "half", ["a.png", "b.png"])
-    job = e2e_stack.api.create_job([("half/a.png", (folder / "a.png").read_bytes())], is_open=True)
-    result = radbatch(e2e_stack, "upload", str(folder), "--resume", str(job["id"]))
-    assert result.returncode == 1
-    assert "does not report the stored files' SHA-256" in result.stderr
-    assert e2e_stack.api.job(job["id"])["total"] == 1  # nothing sent twice
+def test_resume_sends_only_what_the_job_does_not_hold(e2e_stack: Stack, tmp_path: Path):
+    folder = _folder(tmp_path / "half", ["a.png", "b.png", "c.png"])
+    held = [("half/a.png", (folder / "a.png").read_bytes()), ("half/b.png", b"not the same bytes as b.png")]
+    job = e2e_stack.api.create_job(held, is_open=True)
+    result = radbatch(e2e_stack, "upload", str(folder), "--resume", str(job["id"]), "--wait")
+    assert "1 of 3 files already stored" in result.stdout + result.stderr
+    paths = sorted(row["path"] for row in e2e_stack.api.results(job["id"]))
+    assert paths == ["half/a.png", "half/b.png", "half/b.png", "half/c.png"]  # a.png skipped; b.png's content differs
+    assert result.returncode == 1  # the job holds a file that is not an image (the stand-in for b.png)
