@@ -22,7 +22,7 @@ from settings import Settings
 
 
 def time_runtimes(name: str, runtimes: list[str], batch_size: int, rounds: int, settings: Settings) -> dict:
-    """Median ms per image of model `name` on each runtime, timed in interleaved rounds."""
+    """Median wall and CPU ms per image of model `name` on each runtime, timed in interleaved rounds."""
     loaded = {
         runtime: load_model(
             name, runtime=runtime, cache_dir=settings.onnx_cache_dir, threads=settings.inference_threads
@@ -35,13 +35,21 @@ def time_runtimes(name: str, runtimes: list[str], batch_size: int, rounds: int, 
     for model in loaded.values():  # warm up: traces, XLA compilation, ONNX Runtime's memory arena
         model.predict(batch)
         model.predict(batch)
-    seconds: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
+    wall: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
+    cpu: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     for _ in range(rounds):
         for runtime, model in loaded.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             model.predict(batch)
-            seconds[runtime].append(time.perf_counter() - started)
-    return {runtime: 1000 * float(np.median(times)) / batch_size for runtime, times in seconds.items()}
+            wall[runtime].append(time.perf_counter() - started)
+            cpu[runtime].append(time.process_time() - started_cpu)
+    return {
+        runtime: {
+            "wall_ms": 1000 * float(np.median(wall[runtime])) / batch_size,
+            "cpu_ms": 1000 * float(np.median(cpu[runtime])) / batch_size,
+        }
+        for runtime in runtimes
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,11 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps({"batch_size": args.batch_size, "ms_per_image": results}, indent=2))
         return
-    print(f"\nms per image, batch {args.batch_size}, median of {args.rounds} interleaved rounds (x: vs keras)")
-    print(f"{'model':10s} " + " ".join(f"{runtime:>17s}" for runtime in runtimes))
-    for name, times in results.items():
-        cells = [f"{times[r]:7.2f} ({times.get('keras', times[r]) / times[r]:4.2f}x)" for r in runtimes]
-        print(f"{name:10s} " + " ".join(f"{cell:>17s}" for cell in cells))
+    print(
+        f"\nms per image, batch {args.batch_size}, median of {args.rounds} interleaved rounds (x: speed-up over keras)"
+    )
+    for clock in ("wall", "cpu"):
+        print(f"\n{clock + ' clock':12s} " + " ".join(f"{runtime:>17s}" for runtime in runtimes))
+        for name, times in results.items():
+            keras_ms = times.get("keras", times[runtimes[0]])[f"{clock}_ms"]
+            cells = [f"{times[r][clock + '_ms']:7.2f} ({keras_ms / times[r][clock + '_ms']:4.2f}x)" for r in runtimes]
+            print(f"{name:12s} " + " ".join(f"{cell:>17s}" for cell in cells))
+    print("\ncpu clock: CPU seconds of all this process's threads (spinning included), less sensitive to neighbours")
 
 
 if __name__ == "__main__":
