@@ -129,9 +129,7 @@ def export(keras_model: Any, path: Path, probe: Callable[[Any], tuple[np.ndarray
         raw = Path(tmp) / "raw.onnx"
         with warnings.catch_warnings():  # Keras's numpy-2 patch for tf2onnx touches np.object
             warnings.simplefilter("ignore", FutureWarning)
-            keras_model.export(
-                str(raw), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False
-            )
+            keras_model.export(str(raw), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False)
         proto = onnx.load(str(raw))
     _rename_outputs(proto, names)
     _canonical_names(proto)

@@ -102,7 +102,7 @@ def onnx_session(path: Path, threads: int = 0) -> Any:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
     # Idle ONNX threads would otherwise spin for a while after each call, taking cores from the decoding threads.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
