@@ -51,6 +51,11 @@ class Settings:
     hsts_seconds: int = 0  # >0: Strict-Transport-Security on HTTPS responses, for this many seconds
     proxy_count: int = 0  # reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host to trust
     retention_days: int = 0  # purge finished jobs this many days after they finished; 0 keeps them forever
+    runtime: str = "onnx"  # how the worker runs the models: keras | tf-function | xla | onnx (models/runtime.py)
+    decode_threads: int = 0  # threads per worker process that read, decode and preprocess images; 0: one per core
+    inference_threads: int = 0  # threads each model may use (ONNX Runtime's intra-op pool); 0: one per core
+    worker_metrics_port: int = 9540  # the worker's Prometheus endpoint, for all its processes; 0: none
+    worker_metrics_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 in containers)
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -76,6 +81,16 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """ONNX files exported from the committed weights, named by their content key (models/onnx_export.py)."""
+        return self.home / "cache" / "onnx"
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        """prometheus-client's multiprocess files of the worker's processes; emptied when the worker starts."""
+        return self.home / "metrics" / "worker"
 
     @property
     def effective_redis_url(self) -> str:

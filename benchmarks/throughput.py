@@ -1,96 +1,219 @@
-"""End-to-end throughput of a running radbatch against the raw speed of the same models.
+"""End-to-end throughput of a running radbatch against the raw speed of the same models, with per-stage times.
 
     RADBATCH_ADMIN_TOKEN=secret make run       # in one terminal
-    .venv/bin/python -m benchmarks.throughput --token secret --n 1000
+    .venv/bin/python -m benchmarks.throughput --token secret --n 1000 --corpus 128,1024
 
-1. Pushes N images from a folder through the REST API (an open job, chunked uploads, close),
-   polls until the job finishes, and times upload and processing.
-2. In this process, times the same served models on the same images: decode + the shared
-   preprocessing + predict, batch by batch, with nothing else (no HTTP, no Redis, no database).
-Prints one table. Both parts run on the same machine in one run, so compare the ratio.
+For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DICOM made from them):
+1. Pushes N files through the REST API (an open job, chunked uploads, close) and polls until every image is
+   predicted; scrapes the worker's metrics endpoint before and after, for its per-stage times.
+2. Sends single-image jobs one after another and takes the median time from upload to result.
+3. In this process, times the raw path (benchmarks/raw.py) on the same files: the compiled runtime
+   (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch.
+Prints the ratios, all measured in this one run. DICOM goes through the API only once the server decodes
+DICOM; until then the dicom corpus measures the raw path alone and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import requests
 from tqdm import tqdm
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih-cxr14-subset" / "images"
+from benchmarks import corpus as corpora
+from benchmarks import raw, stages
+from settings import Settings
+from worker.reading import decode_threads
+
+GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150}
 
 
-def push_through_api(url: str, token: str, paths: list[Path], chunk: int, timeout_s: float) -> dict:
+def push_through_api(url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float) -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     started = time.perf_counter()
-    created = session.post(f"{url}/api/v1/jobs", data={"name": f"benchmark {len(paths)} images", "open": "true"})
+    created = session.post(f"{url}/api/v1/jobs", data={"name": f"benchmark {files.name}", "open": "true"})
     created.raise_for_status()
     job_id = created.json()["id"]
-    for start in tqdm(range(0, len(paths), chunk), desc="upload", unit="chunk"):
-        files = [("files", (f"benchmark/{p.name}", p.read_bytes(), "image/png")) for p in paths[start : start + chunk]]
-        session.post(f"{url}/api/v1/jobs/{job_id}/files", files=files).raise_for_status()
+    for start in tqdm(range(0, len(files.paths), chunk), desc=f"upload {files.name}", unit="chunk"):
+        parts = [
+            ("files", (f"benchmark/{p.name}", p.read_bytes(), files.content_type))
+            for p in files.paths[start : start + chunk]
+        ]
+        session.post(f"{url}/api/v1/jobs/{job_id}/files", files=parts).raise_for_status()
     session.post(f"{url}/api/v1/jobs/{job_id}/close").raise_for_status()
     uploaded = time.perf_counter()
-    with tqdm(total=len(paths), desc="predict", unit="img") as bar:
+    job = wait_for_job(session, url, job_id, started, timeout_s, len(files.paths))
+    return {"job": job, "upload_s": uploaded - started, "total_s": time.perf_counter() - started}
+
+
+def wait_for_job(session, url: str, job_id: int, started: float, timeout_s: float, n: int, poll_s: float = 0.5):
+    with tqdm(total=n, desc="predict", unit="img", disable=n == 1) as bar:
         while True:
             job = session.get(f"{url}/api/v1/jobs/{job_id}").json()
             bar.update(job["done"] + job["failed"] - bar.n)
             if job["status"] in ("done", "failed", "cancelled"):
-                break
+                return job
             if time.perf_counter() - started > timeout_s:
                 raise TimeoutError(f"job {job_id} not finished after {timeout_s} s: {job}")
-            time.sleep(0.5)
-    finished = time.perf_counter()
-    return {"job": job, "upload_s": uploaded - started, "total_s": finished - started}
+            time.sleep(poll_s)
 
 
-def raw_model_throughput(paths: list[Path], model_names: list[str], batch_size: int) -> dict:
-    import numpy as np
+def single_image_jobs(url: str, token: str, files: corpora.Corpus, count: int, timeout_s: float) -> list[float]:
+    """Seconds from the upload of a one-file job to its result, one job at a time."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    times = []
+    for path in files.paths[:count]:
+        started = time.perf_counter()
+        part = [("files", (f"single/{path.name}", path.read_bytes(), files.content_type))]
+        created = session.post(f"{url}/api/v1/jobs", data={"name": "benchmark single"}, files=part)
+        created.raise_for_status()
+        wait_for_job(session, url, created.json()["id"], started, timeout_s, 1, poll_s=0.01)
+        times.append(time.perf_counter() - started)
+    return times
 
-    from models.preprocess import decode_image, preprocess
+
+def load_models(names: list[str], runtime: str, settings: Settings) -> dict:
     from models.registry import load_model
 
-    models = [load_model(name) for name in model_names]
-    for model in models:
-        model.predict(np.zeros((1, model.input_size, model.input_size, model.channels), np.float32))
-    started = time.perf_counter()
-    for start in tqdm(range(0, len(paths), batch_size), desc="raw models", unit="batch"):
-        images = [decode_image(p) for p in paths[start : start + batch_size]]
-        for model in models:
-            model.predict(np.stack([preprocess(im, model.input_size, model.channels) for im in images]))
-    return {"total_s": time.perf_counter() - started}
+    return {
+        name: load_model(name, runtime=runtime, cache_dir=settings.onnx_cache_dir, threads=settings.inference_threads)
+        for name in names
+    }
+
+
+def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
+    files = corpora.build(name, args.n, workdir / name)
+    decode, decoder = raw.choose_decoder(files.paths[0])
+    result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder}
+    via_api = not (name == "dicom" and decode is not raw.decode_image)
+    metrics_url = args.worker_metrics
+    if via_api:
+        before = stages.scrape(metrics_url)
+        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout)
+        result["stages"] = stages.per_stage(before, stages.scrape(metrics_url))
+        result["api"] = {k: api[k] for k in ("upload_s", "total_s")} | {
+            k: api["job"][k] for k in ("id", "status", "done", "failed")
+        }
+        singles = single_image_jobs(args.url, args.token, files, args.single, args.timeout)
+        result["single_job_p50_ms"] = 1000 * float(np.median(singles))
+    else:
+        result["api"] = None
+        result["api_skipped"] = "the server does not decode DICOM yet: raw path only"
+
+    model_names = args.models.split(",")
+    pool = ThreadPoolExecutor(max_workers=decode_threads(settings))  # sized as the worker's
+    for label, runtime in (("compiled", args.runtime), ("eager", "keras")):
+        models = load_models(model_names, runtime, settings)
+        result[f"raw_{label}"] = raw.run(files.paths, models, args.batch_size, pool, decode) | {"runtime": runtime}
+        if label == "compiled":
+            single = raw.single_image_times(files.paths[: args.single], models, decode)
+            result["raw_single_p50_ms"] = 1000 * float(np.median(single))
+    pool.shutdown()
+    return result | {"ratios": ratios(result, model_names)}
+
+
+def ratios(result: dict, model_names: list[str]) -> dict:
+    compiled, eager = result["raw_compiled"], result["raw_eager"]
+    found = {"compiled_vs_eager_raw": eager["total_s"] / compiled["total_s"]}
+    for model in model_names:
+        found[f"compiled_vs_eager_{model}"] = eager["inference_s"][model] / compiled["inference_s"][model]
+    if result["api"]:
+        found["end_to_end_vs_compiled_raw"] = compiled["total_s"] / result["api"]["total_s"]
+        found["single_job_overhead_ms"] = result["single_job_p50_ms"] - result["raw_single_p50_ms"]
+    return found
+
+
+def print_table(result: dict, args) -> None:
+    n, api, compiled, eager = result["n"], result["api"], result["raw_compiled"], result["raw_eager"]
+    print(f"\ncorpus {result['corpus']}: {n} files, batch {args.batch_size}, decoder {result['decoder']}")
+    if api:
+        print(f"job {api['id']}: {api['status']}, {api['done']} done, {api['failed']} failed")
+    else:
+        print(f"API: skipped ({result['api_skipped']})")
+    rows = [
+        ("raw, compiled (" + compiled["runtime"] + ")", compiled["total_s"]),
+        ("raw, eager Keras", eager["total_s"]),
+    ]
+    if api:
+        rows = [("API: upload only", api["upload_s"]), ("API: upload -> all predicted", api["total_s"])] + rows
+    print(f"{'path':32s} {'wall s':>8s} {'images/s':>9s} {'vs compiled raw':>16s}")
+    for label, seconds in rows:
+        print(f"{label:32s} {seconds:8.2f} {n / seconds:9.1f} {compiled['total_s'] / seconds:16.2f}")
+    print(
+        f"raw decode + preprocess (thread pool), ms/image: {1000 * compiled['prepare_s'] / n:.2f} compiled run, "
+        f"{1000 * eager['prepare_s'] / n:.2f} eager run"
+    )
+    print(
+        "model inference, ms/image: "
+        + ", ".join(
+            f"{m} {1000 * eager['inference_s'][m] / n:.2f} eager -> {1000 * s / n:.2f} compiled"
+            for m, s in compiled["inference_s"].items()
+        )
+    )
+    if api:
+        s = result["stages"]
+        names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "db_write", "commit", "total"]
+        print("worker stages, ms/image: " + ", ".join(f"{k} {s[k + '_ms']:.2f}" for k in names if k + "_ms" in s))
+        print(f"queue wait: {s.get('queue_wait_s_per_batch', float('nan')):.2f} s per batch (since its newest upload)")
+        print(
+            f"single-image job p50 {result['single_job_p50_ms']:.0f} ms; raw single image p50 "
+            f"{result['raw_single_p50_ms']:.0f} ms"
+        )
+    r = result["ratios"]
+    checks = [
+        (f"compiled vs eager ({k.rsplit('_', 1)[-1]})", v, GOALS["compiled_vs_eager"], ">=")
+        for k, v in r.items()
+        if k.startswith("compiled_vs_eager_") and k != "compiled_vs_eager_raw"
+    ]
+    if api:
+        checks.append(("end to end vs compiled raw", r["end_to_end_vs_compiled_raw"], GOALS["end_to_end_vs_raw"], ">="))
+        checks.append(
+            ("single job - raw single (ms)", r["single_job_overhead_ms"], GOALS["single_image_overhead_ms"], "<=")
+        )
+    for label, value, goal, sense in checks:
+        met = value >= goal if sense == ">=" else value <= goal
+        print(f"  {label:34s} {value:8.3f}  goal {sense} {goal}  {'met' if met else 'NOT met'}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:5000")
+    parser.add_argument("--url", default=f"http://127.0.0.1:{settings.port}")
     parser.add_argument("--token", required=True, help="an API token (e.g. RADBATCH_ADMIN_TOKEN)")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="a folder of images")
+    parser.add_argument("--corpus", default="128", help=f"comma-separated, of {', '.join(corpora.CORPORA)}")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--chunk", type=int, default=100, help="files per upload request")
-    parser.add_argument("--models", default="cnn,unet", help="the served models, for the raw comparison")
-    parser.add_argument("--batch-size", type=int, default=32, help="the worker's batch size (RADBATCH_BATCH_SIZE)")
+    parser.add_argument("--models", default=",".join(settings.served_models))
+    parser.add_argument("--runtime", default=settings.runtime, help="the compiled runtime for the raw path")
+    parser.add_argument("--batch-size", type=int, default=settings.batch_size, help="as RADBATCH_BATCH_SIZE")
+    parser.add_argument("--single", type=int, default=10, help="single-image jobs to time")
+    parser.add_argument(
+        "--worker-metrics", default=f"http://127.0.0.1:{settings.worker_metrics_port}/metrics", help="worker /metrics"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="where corpus files are written (default: temp)")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     args = parser.parse_args(argv)
+    args.url = args.url.rstrip("/")
+    names = args.corpus.split(",")
+    if unknown := set(names) - set(corpora.CORPORA):
+        parser.error(f"unknown corpus {', '.join(sorted(unknown))}; choose from {', '.join(corpora.CORPORA)}")
 
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[: args.n]
-    if len(paths) < args.n:
-        parser.error(f"only {len(paths)} images in {args.images}")
-    api = push_through_api(args.url.rstrip("/"), args.token, paths, args.chunk, args.timeout)
-    raw = raw_model_throughput(paths, args.models.split(","), args.batch_size)
-    n = len(paths)
-    rows = [
-        ("API: upload only", api["upload_s"]),
-        ("API: upload -> all predicted", api["total_s"]),
-        ("raw models, in process", raw["total_s"]),
-    ]
-    print(f"\n{n} images, job {api['job']['id']}: {api['job']['done']} done, {api['job']['failed']} failed")
-    print(f"{'path':32s} {'wall s':>8s} {'images/s':>9s} {'vs raw':>7s}")
-    for label, seconds in rows:
-        print(f"{label:32s} {seconds:8.1f} {n / seconds:9.1f} {raw['total_s'] / seconds:7.2f}")
+    with tempfile.TemporaryDirectory(prefix="radbatch-bench-") as tmp:
+        results = [measure(args, settings, name, args.workdir or Path(tmp)) for name in names]
+    if args.json:
+        print(json.dumps({"batch_size": args.batch_size, "runtime": args.runtime, "results": results}, indent=2))
+        return
+    for result in results:
+        print_table(result, args)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,18 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def _program(name: str, command: str, priority: int, stopwaitsecs: int = 10) -> str:
+def web_metrics_dir(settings: Settings) -> Path:
+    """prometheus-client's multiprocess files of the gunicorn workers; emptied at each `make run`."""
+    return settings.home / "metrics" / "web"
+
+
+def _program(name: str, command: str, priority: int, stopwaitsecs: int = 10, environment: str = "") -> str:
+    environment_line = f"environment={environment}\n" if environment else ""
     return f"""
 [program:{name}]
 command={command}
 directory={REPO_ROOT}
-priority={priority}
+{environment_line}priority={priority}
 autostart=true
 autorestart=true
 startsecs=3
@@ -128,7 +134,7 @@ serverurl=unix://{home / "supervisor.sock"}
         f"{BIN / 'gunicorn'} --bind 127.0.0.1:{settings.port} --workers {settings.web_workers} --threads 4"
         f" --timeout 300 --no-control-socket --access-logfile - 'web:create_app()'"
     )
-    config += _program("web", web, priority=30)
+    config += _program("web", web, priority=30, environment=f'PROMETHEUS_MULTIPROC_DIR="{web_metrics_dir(settings)}"')
     return config
 
 
@@ -159,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         private_dir(settings.home / folder)
     if redis_conf is not None:
         write_private(settings.home / "redis" / "redis.conf", redis_conf)
+    shutil.rmtree(web_metrics_dir(settings), ignore_errors=True)
+    private_dir(web_metrics_dir(settings))
     path = settings.home / "supervisord.conf"
     write_private(path, config)
     print(f"radbatch: starting Redis, worker and web app (logs below; Ctrl-C stops everything); config {path}")

@@ -8,7 +8,8 @@ Each model lives in `models/weights/<name>/`:
 The ensemble (`models/weights/ensemble.json`) is the mean of the calibrated CNN and
 U-Net probabilities with its own threshold chosen on validation.
 
-Only `load_model` imports TensorFlow; reading cards does not.
+Only `load_model` imports TensorFlow (or, for the ONNX runtime with its file already built, only ONNX
+Runtime); reading cards does not. How a loaded model runs is `models.runtime`'s business (RADBATCH_RUNTIME).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any, Callable
 import numpy as np
 
 from models.calibration import PlattScaling
+from models.runtime import Runner, make_runner
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
+DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -83,13 +86,24 @@ class LoadedModel:
     input_size: int
     channels: int
     card: dict
-    keras_model: Any
+    runner: Runner
+    keras_model: Any = None  # None when the ONNX runtime loaded a cached file without building the Keras model
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.runtime
+
+    def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
+        return self.runner(batch)
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Uncalibrated sigmoid outputs for a batch shaped (n, size, size, channels)."""
+        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels): the output named
+        DISEASE_OUTPUT if the model has one, else its first output."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        return np.asarray(self.keras_model(batch, training=False)).reshape(-1)
+        names = self.runner.output_names
+        return self.runner(batch)[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of disease."""
@@ -99,11 +113,27 @@ class LoadedModel:
         return "disease" if probability >= self.threshold else "healthy"
 
 
-def load_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> LoadedModel:
-    card = read_card(name, weights_dir)
+def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` with its trained weights (imports TensorFlow)."""
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
+    return keras_model
+
+
+def load_model(
+    name: str,
+    weights_dir: Path = WEIGHTS_DIR,
+    runtime: str = "keras",
+    cache_dir: Path | None = None,
+    threads: int = 0,
+) -> LoadedModel:
+    """A trained model ready to predict on `runtime` (see models.runtime); "onnx" needs `cache_dir`."""
+    card = read_card(name, weights_dir)
+    size, channels = input_spec(name)
+    runner, keras_model = make_runner(
+        runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
+    )
     return LoadedModel(
         name=name,
         version=card["version"],
@@ -112,6 +142,7 @@ def load_model(name: str, weights_dir: Path = WEIGHTS_DIR) -> LoadedModel:
         input_size=size,
         channels=channels,
         card=card,
+        runner=runner,
         keras_model=keras_model,
     )
 

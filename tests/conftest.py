@@ -118,6 +118,7 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
             "RADBATCH_REDIS_URL": redis_url,
             "RADBATCH_BATCH_SIZE": str(E2E_BATCH_SIZE),
             "RADBATCH_SECRET_KEY": "e2e",
+            "RADBATCH_WORKER_METRICS_PORT": str(services.free_port()),
         }
     )
     engine = make_engine(e2e_database_url)

@@ -46,6 +46,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     extensions.init_app(app, settings)
     security.init_converters(app)
 
+    from web import metrics
+
+    metrics.init_app(app)
+
     csrf = CSRFProtect(app)
     app.extensions["radbatch_csrf"] = csrf
 

@@ -15,17 +15,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
 from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
-from models.preprocess import ImageDecodeError
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
-from worker.reading import Decoded, read_image
+from worker import metrics
+from worker.reading import Decoded, read_images
 from worker.scoring import score
 
 log = logging.getLogger(__name__)
@@ -71,22 +70,12 @@ def predict_batch(
         outcome.skipped = sorted(image_ids)
         return outcome
 
-    decoded: dict[int, Decoded] = {}
-    errors: dict[int, str] = {}
-    for image in todo:
-        try:
-            decoded[image.id] = read_image(image, models, settings)
-        except ImageDecodeError as error:
-            errors[image.id] = str(error)
-        except SoftTimeLimitExceeded:
-            raise  # the batch ran out of time: the task retries its images one by one
-        except Exception as error:  # noqa: BLE001 - one bad image must not fail the batch
-            log.exception("unexpected error on image %d", image.id)
-            errors[image.id] = f"internal error while reading the image: {type(error).__name__}: {error}"
+    decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
     session.rollback()  # end the read-only transaction before the slow part
 
     rows = score(models, ensemble, decoded, errors)
-    return _store(session, image_ids, decoded, errors, rows, outcome)
+    with metrics.batch_stage("db_write"):
+        return _store(session, image_ids, decoded, errors, rows, outcome)
 
 
 def _insert_ignoring_duplicates(session: Session):

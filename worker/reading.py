@@ -1,10 +1,20 @@
-"""Read one stored upload: decode it, write its thumbnail, and preprocess it for every served model."""
+"""Read stored uploads: decode each, preprocess it for every served model and write its thumbnail.
+
+`read_images` does a batch in a thread pool (Pillow, zlib and NumPy release the GIL while they work), one
+pool per worker process, sized by RADBATCH_DECODE_THREADS (0: one thread per core). Each input is made once
+per distinct (size, channels), however many models share it, and the thumbnail is cut from that already
+reduced input instead of from the full-size picture.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +22,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from db.models import Image
-from models.preprocess import ImageDecodeError, decode_image, preprocess, to_gray
+from models.preprocess import ImageDecodeError, decode_image, preprocess
 from models.registry import LoadedModel
 from settings import Settings
+from worker import metrics
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 128
 
@@ -27,32 +40,112 @@ class Decoded:
     inputs: dict[str, np.ndarray]  # model name -> (size, size, channels)
 
 
-def write_thumbnail(image: PILImage.Image, path: Path) -> None:
-    """An 8-bit gray PNG at most THUMBNAIL_PX on a side, written atomically."""
-    gray = np.clip(np.rint(to_gray(image) * 255.0), 0, 255).astype(np.uint8)
-    thumbnail = PILImage.fromarray(gray, mode="L")
-    thumbnail.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), PILImage.Resampling.BILINEAR)
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def decode_threads(settings: Settings) -> int:
+    return settings.decode_threads or len(os.sched_getaffinity(0))
+
+
+def decode_pool(settings: Settings) -> ThreadPoolExecutor:
+    """This process's decoding threads (threads do not survive a fork, so each process makes its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            threads = decode_threads(settings)
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="radbatch-decode"))
+        return _pool[1]
+
+
+def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage.Image:
+    """An 8-bit gray picture at most THUMBNAIL_PX on a side from a model input plane (the image padded to a
+    square and resized): the padding is cut off again, so the thumbnail keeps the upload's aspect ratio."""
+    side = plane.shape[0]
+    rows = max(1, round(side * height / max(width, height)))
+    cols = max(1, round(side * width / max(width, height)))
+    top, left = (side - rows) // 2, (side - cols) // 2
+    gray = np.clip(np.rint(plane[top : top + rows, left : left + cols] * 255.0), 0, 255).astype(np.uint8)
+    picture = PILImage.fromarray(gray, mode="L")
+    if max(picture.size) > THUMBNAIL_PX:
+        picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), PILImage.Resampling.BILINEAR)
+    return picture
+
+
+def write_thumbnail(thumbnail: PILImage.Image, path: Path) -> None:
+    """Save a thumbnail as PNG, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            thumbnail.save(handle, format="PNG")
+            thumbnail.save(handle, format="PNG", compress_level=1)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def read_image(image: Image, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:
-    """Read, decode, thumbnail and preprocess one stored file; ImageDecodeError says what is wrong."""
-    if not image.stored_name:
+def read_file(image_id: int, stored_name: str | None, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:
+    """Read, decode, preprocess and thumbnail one stored file; ImageDecodeError says what is wrong."""
+    if not stored_name:
         raise ImageDecodeError("the upload was not stored, so there is nothing to read")
-    path = settings.upload_dir / image.stored_name
+    started = time.perf_counter()
     try:
-        data = path.read_bytes()
+        data = (settings.upload_dir / stored_name).read_bytes()
     except FileNotFoundError:
         raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
+    read = time.perf_counter()
     picture = decode_image(data)
-    write_thumbnail(picture, settings.thumbnail_dir / f"{image.id}.png")
-    inputs = {name: preprocess(picture, size=m.input_size, channels=m.channels) for name, m in models.items()}
+    decoded = time.perf_counter()
+    by_spec: dict[tuple[int, int], np.ndarray] = {}
+    for model in models.values():
+        spec = (model.input_size, model.channels)
+        if spec not in by_spec:
+            by_spec[spec] = preprocess(picture, size=model.input_size, channels=model.channels)
+    inputs = {name: by_spec[(m.input_size, m.channels)] for name, m in models.items()}
+    preprocessed = time.perf_counter()
+    plane = max(by_spec.values(), key=len)[..., 0]
+    thumbnail = thumbnail_from_input(plane, picture.width, picture.height)
+    write_thumbnail(thumbnail, settings.thumbnail_dir / f"{image_id}.png")
+    for stage, seconds in zip(
+        metrics.IMAGE_STAGES,
+        (read - started, decoded - read, preprocessed - decoded, time.perf_counter() - preprocessed),
+    ):
+        metrics.observe_image_stage(stage, seconds)
     return Decoded(width=picture.width, height=picture.height, mode=picture.mode, inputs=inputs)
+
+
+def read_image(image: Image, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:
+    return read_file(image.id, image.stored_name, models, settings)
+
+
+def _read_safely(image_id: int, stored_name: str | None, models, settings) -> Decoded | str:
+    """The decoded image, or the error message for its row: one bad image must not fail the batch."""
+    try:
+        return read_file(image_id, stored_name, models, settings)
+    except ImageDecodeError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001
+        log.exception("unexpected error on image %d", image_id)
+        return f"internal error while reading the image: {type(error).__name__}: {error}"
+
+
+def read_images(
+    images: list[Image], models: Mapping[str, LoadedModel], settings: Settings
+) -> tuple[dict[int, Decoded], dict[int, str]]:
+    """Read a batch in the decoding threads: (decoded images by id, error messages by id)."""
+    jobs = [(image.id, image.stored_name) for image in images]  # ORM rows stay in this thread
+    metrics.observe_queue_wait([image.queued_at or image.created_at for image in images])
+    started = time.perf_counter()
+    pool = decode_pool(settings)
+    futures = [(image_id, pool.submit(_read_safely, image_id, name, models, settings)) for image_id, name in jobs]
+    decoded: dict[int, Decoded] = {}
+    errors: dict[int, str] = {}
+    for image_id, future in futures:
+        result = future.result()
+        if isinstance(result, Decoded):
+            decoded[image_id] = result
+        else:
+            errors[image_id] = result
+    metrics.observe_batch_stage("read_all", time.perf_counter() - started)
+    return decoded, errors

@@ -2,7 +2,11 @@
 
 Models load once per pool process, after the fork (`worker_process_init`), never in the parent:
 TensorFlow initialised before a fork deadlocks the children. The parent only checks that the
-trained weights exist, so a worker without them stops at start-up instead of serving anything.
+trained weights exist and the runtime is known, so a worker without them stops at start-up instead of
+serving anything. Each child runs its models on RADBATCH_RUNTIME (models/runtime.py); with the ONNX
+runtime the first child to start exports the ONNX files into $RADBATCH_HOME/cache/onnx.
+
+The parent also prepares the metrics folder before it forks and serves the metrics of all its processes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from broker.heartbeat import Heartbeat
 from db.session import make_engine, make_session_factory
 from db.webhooks import on_jobs_finished
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
+from models.runtime import RuntimeChoiceError, check_runtime
 from settings import Settings
+from worker import metrics
 from worker.recovery import start_recovery
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,9 @@ def session_factory() -> sessionmaker[Session]:
 
 
 def check_weights(config: Settings) -> None:
-    """Raise ModelNotTrainedError or WorkerConfigError unless every served model and the ensemble are trained."""
+    """Raise ModelNotTrainedError, WorkerConfigError or RuntimeChoiceError unless every served model and the
+    ensemble are trained and the runtime is one we have."""
+    check_runtime(config.runtime)
     for name in config.served_models:
         read_card(name)
     members = Ensemble.load().members
@@ -79,7 +87,12 @@ def load_models(config: Settings) -> ModelSet:
     from models.registry import load_model  # imports TensorFlow
 
     check_weights(config)
-    loaded = {name: load_model(name) for name in config.served_models}
+    loaded = {
+        name: load_model(
+            name, runtime=config.runtime, cache_dir=config.onnx_cache_dir, threads=config.inference_threads
+        )
+        for name in config.served_models
+    }
     return ModelSet(models=loaded, ensemble=Ensemble.load())
 
 
@@ -89,7 +102,10 @@ def models() -> ModelSet:
     with _lock:
         if _models is None:
             _models = load_models(settings())
-            log.info("models loaded in pid %d: %s", os.getpid(), _models.versions())
+            log.info("models loaded in pid %d on %s: %s", os.getpid(), settings().runtime, _models.versions())
+            metrics.announce_models(
+                {name: (m.version, m.runtime, m.runner.device) for name, m in _models.models.items()}
+            )
             _heartbeat = Heartbeat(settings().effective_redis_url, _models.versions()).start()
     return _models
 
@@ -98,9 +114,10 @@ def models() -> ModelSet:
 def _check_before_start(sender=None, **_kwargs) -> None:
     try:
         check_weights(settings())
-    except (ModelNotTrainedError, WorkerConfigError, KeyError) as error:
+    except (ModelNotTrainedError, WorkerConfigError, RuntimeChoiceError, KeyError) as error:
         log.critical("radbatch worker cannot start: %s", error)
         raise SystemExit(f"radbatch worker cannot start: {error}") from error
+    metrics.prepare_multiprocess_dir(settings())  # before the pool forks; nothing has imported prometheus yet
 
 
 @signals.worker_process_init.connect
@@ -116,8 +133,10 @@ def _load_in_child(**_kwargs) -> None:
 def _stop_heartbeat(**_kwargs) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    metrics.process_exited(os.getpid())
 
 
 @signals.worker_ready.connect
 def _start_recovery(sender=None, **_kwargs) -> None:
     start_recovery(settings(), sender.app)
+    metrics.serve(settings())

@@ -9,6 +9,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
 from models.registry import Ensemble, LoadedModel
+from worker import metrics
 from worker.reading import Decoded
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def score(
 ) -> dict[int, list[dict]]:
     """Prediction rows (one per model plus the ensemble) by image id; a model failure goes into `errors`."""
     ok = [i for i in decoded if i not in errors]
-    probabilities = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
+    with metrics.batch_stage("inference"):
+        probabilities = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
     rows: dict[int, list[dict]] = {}
     for i in ok:
         if i in errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -11,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from broker import PREDICT_TASK
 from db.jobs import requeue_images
 from db.session import session_scope
-from worker import delivery, inference, runtime
+from worker import delivery, inference, metrics, runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,22 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     delivery.send_alone(self.app, claim.alone)
     counts = {"done": 0, "failed": len(claim.given_up), "skipped": len(ids) - len(claim.run) - len(claim.given_up)}
     if not claim.run:
+        metrics.count_batch(counts)
         return counts
+    started = time.perf_counter()
     try:
         with session_scope(sessions) as session:
             outcome = inference.predict_batch(session, claim.run, loaded.models, loaded.ensemble, settings)
+            committing = time.perf_counter()
     except SoftTimeLimitExceeded:
         with session_scope(sessions) as session:
             retry = requeue_images(session, claim.run)
         log.warning("a batch ran past %d s; %d images sent again alone", settings.task_soft_time_limit, len(retry))
         delivery.send_alone(self.app, retry)
         return counts | {"skipped": counts["skipped"] + len(claim.run)}
+    metrics.observe_batch_stage("commit", time.perf_counter() - committing)
+    metrics.observe_batch_stage("total", time.perf_counter() - started)
     counts = {name: counts[name] + n for name, n in outcome.counts().items()}
+    metrics.count_batch(counts)
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts

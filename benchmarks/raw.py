@@ -1,0 +1,82 @@
+"""The raw path: the served models on the same files in this process, with nothing else (no HTTP, no Redis, no
+database, no thumbnails). Read, decode and preprocess run in a thread pool sized like the worker's
+(RADBATCH_DECODE_THREADS), each input made once per distinct (size, channels) as the worker does; then
+every model predicts the batch."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.preprocess import ImageDecodeError, decode_image, preprocess
+from models.registry import LoadedModel
+
+Decoder = Callable[[bytes], Image.Image]
+
+
+def _pydicom_decode(data: bytes) -> Image.Image:
+    """Stand-in for DICOM files while models.preprocess refuses them: pydicom's pixels as a 16-bit image."""
+    import pydicom
+
+    pixels = pydicom.dcmread(io.BytesIO(data)).pixel_array
+    return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint16))
+
+
+def choose_decoder(sample: Path) -> tuple[Decoder, str]:
+    """models.preprocess.decode_image if it reads `sample`, else (for DICOM before its decoder lands) pydicom."""
+    try:
+        decode_image(sample.read_bytes())
+        return decode_image, "models.preprocess.decode_image"
+    except ImageDecodeError as error:
+        if sample.suffix.lower() != ".dcm":
+            raise
+        return _pydicom_decode, f"pydicom pixel_array (decode_image refuses DICOM here: {error})"
+
+
+def _specs(models: dict[str, LoadedModel]) -> set[tuple[int, int]]:
+    return {(m.input_size, m.channels) for m in models.values()}
+
+
+def prepare(path: Path, specs: set[tuple[int, int]], decode: Decoder) -> dict[tuple[int, int], np.ndarray]:
+    picture = decode(path.read_bytes())
+    return {(size, channels): preprocess(picture, size=size, channels=channels) for size, channels in specs}
+
+
+def run(
+    paths: list[Path], models: dict[str, LoadedModel], batch_size: int, pool: ThreadPoolExecutor, decode: Decoder
+) -> dict:
+    """Wall seconds for all `paths`, and each model's share of it."""
+    specs = _specs(models)
+    for model in models.values():  # warm up outside the clock
+        model.predict(np.zeros((batch_size, model.input_size, model.input_size, model.channels), np.float32))
+    inference = {name: 0.0 for name in models}
+    preparing = 0.0
+    started = time.perf_counter()
+    for start in range(0, len(paths), batch_size):
+        before = time.perf_counter()
+        inputs = list(pool.map(lambda p: prepare(p, specs, decode), paths[start : start + batch_size]))
+        preparing += time.perf_counter() - before
+        for name, model in models.items():
+            before = time.perf_counter()
+            model.predict(np.stack([x[(model.input_size, model.channels)] for x in inputs]))
+            inference[name] += time.perf_counter() - before
+    return {"total_s": time.perf_counter() - started, "prepare_s": preparing, "inference_s": inference}
+
+
+def single_image_times(paths: list[Path], models: dict[str, LoadedModel], decode: Decoder) -> list[float]:
+    """Seconds for one image at a time: read, decode, preprocess, every model."""
+    specs = _specs(models)
+    times = []
+    for path in paths:
+        started = time.perf_counter()
+        inputs = prepare(path, specs, decode)
+        for model in models.values():
+            model.predict(inputs[(model.input_size, model.channels)][None])
+        times.append(time.perf_counter() - started)
+    return times
