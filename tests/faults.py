@@ -167,8 +167,10 @@ class MemoryCap:
         return lambda: procs.write_text(str(os.getpid()))
 
     def usage(self) -> int:
+        """Anonymous memory in use (the page cache the cgroup also counts is reclaimed before anything is killed)."""
         if self.cgroup is not None:
-            return int((self.cgroup / "memory.usage_in_bytes").read_text())
+            stat = dict(line.split() for line in (self.cgroup / "memory.stat").read_text().splitlines())
+            return int(stat["total_rss"])
         pids = [self.root_pid, *services.pool_children(self.root_pid)]
         return sum(_rss_bytes(pid) for pid in pids)
 
@@ -215,6 +217,7 @@ class MemoryCap:
 
 def start_worker(env: dict[str, str], log: Path, redis_url: str, memory: MemoryCap | None) -> subprocess.Popen:
     """A prefork Celery worker with one child, inside `memory`'s cgroup if it has one; returns once it is ready."""
+    services.seed_onnx_cache(env)
     argv = [str(services.BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork"]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "faults@%h"]
     log.parent.mkdir(parents=True, exist_ok=True)

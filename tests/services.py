@@ -5,12 +5,15 @@ Plain helpers; the pytest fixtures that start them once per session live in test
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,15 +142,32 @@ def drop_postgres_database(url: str) -> None:
 
 
 def service_env(overrides: dict[str, str]) -> dict[str, str]:
-    """This environment without any RADBATCH_* variable, plus `overrides`."""
+    """This environment without any RADBATCH_* variable, plus `overrides`; services import this checkout's code
+    (not whichever checkout the virtual environment's editable install points at)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADBATCH_")}
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)})
     env.update(overrides)
     return env
 
 
+@functools.cache
+def _exported_onnx_files() -> Path:
+    """The served models' ONNX files, exported once per test session (the command a deployment runs ahead)."""
+    folder = Path(tempfile.mkdtemp(prefix="radbatch-onnx-"))
+    command = [sys.executable, "-m", "models.onnx_export", "--models", "cnn,unet", "--cache", str(folder)]
+    subprocess.run(command, cwd=REPO_ROOT, env=service_env({}), check=True, capture_output=True, timeout=600)
+    return folder
+
+
+def seed_onnx_cache(env: dict[str, str]) -> None:
+    """Give a worker's RADBATCH_HOME the exported ONNX files, so its processes never load TensorFlow to make them."""
+    target = Path(env["RADBATCH_HOME"]) / "cache" / "onnx"
+    shutil.copytree(_exported_onnx_files(), target, dirs_exist_ok=True)
+
+
 def start_worker(env: dict[str, str], log: Path, redis_url: str, timeout: float = 180) -> subprocess.Popen:
     """A prefork Celery worker with one child; returns once that child has loaded its models."""
+    seed_onnx_cache(env)
     queues = f"{QUEUE},{NOTIFY_QUEUE}"
     argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", queues, "--pool", "prefork"]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "test@%h"]
