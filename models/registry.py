@@ -28,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
 DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
+FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -109,16 +110,24 @@ class LoadedModel:
         """Calibrated probabilities of disease."""
         return self.calibration(self.predict_raw(batch))
 
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities of disease and the pooled features, from one forward pass."""
+        outputs = self.runner(batch)
+        return self.calibration(outputs[DISEASE_OUTPUT].reshape(-1)), outputs[FEATURES_OUTPUT]
+
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"
 
 
 def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The Keras model `name` with its trained weights (imports TensorFlow)."""
+    """The Keras model `name` with its trained weights, in its served form: outputs `disease` and
+    `pooled_features` (imports TensorFlow)."""
+    from models.architectures import with_pooled_features
+
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
-    return keras_model
+    return with_pooled_features(keras_model)
 
 
 def load_model(
