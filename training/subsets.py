@@ -19,6 +19,7 @@ from training.data import Record
 
 ALL, NATIVE, UPSAMPLED = "all", "native resolution", "upsampled from 64 px"
 SOURCE_PREFIX = "source "
+MIN_PER_CLASS = 5  # fewer healthy or disease images than this in a subset: no AUC (it would say nothing)
 
 
 def subset_masks(records: list[Record]) -> dict[str, np.ndarray]:
@@ -34,11 +35,12 @@ def subset_masks(records: list[Record]) -> dict[str, np.ndarray]:
 
 
 def auc_summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """n, disease count, AUC and its 95% bootstrap CI (None where only one class is present)."""
-    both = len(labels) > 0 and labels.min() != labels.max()
+    """n, disease count, AUC and its 95% bootstrap CI (None unless both classes have MIN_PER_CLASS images)."""
+    disease = int(labels.sum())
+    both = min(disease, len(labels) - disease) >= MIN_PER_CLASS
     return {
         "n": int(len(labels)),
-        "disease": int(labels.sum()),
+        "disease": disease,
         "auc": float(roc_auc_score(labels, probabilities)) if both else None,
         "auc_ci95": bootstrap_auc_ci(labels, probabilities) if both else None,
     }
