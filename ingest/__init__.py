@@ -5,6 +5,7 @@ commits and then sends the job's pending images to the workers. Imports `db`, `b
 never `web`, `worker` or TensorFlow.
 """
 
+from ingest.durable import sync_stored
 from ingest.files import Incoming, StorageFull, add_files, clean_relative_path, clean_text, discard_stored
 from ingest.queueing import QueueUnavailable, queue_pending
 
@@ -17,4 +18,5 @@ __all__ = [
     "clean_text",
     "discard_stored",
     "queue_pending",
+    "sync_stored",
 ]
