@@ -1,4 +1,5 @@
-"""`make run`: Redis (unless RADBATCH_REDIS_URL is set), a Celery worker and the web app under supervisord.
+"""`make run`: Redis (unless RADBATCH_REDIS_URL is set), a Celery worker, the web app and the DICOM listener (and,
+with RADBATCH_DICOM_FORWARD, the forwarding worker) under supervisord.
 
     python -m deploy.run            # writes $RADBATCH_HOME/supervisord.conf and runs supervisord in the foreground
     python -m deploy.run --print    # only prints the generated configuration
@@ -135,6 +136,13 @@ serverurl=unix://{home / "supervisor.sock"}
         f" --timeout 300 --no-control-socket --access-logfile - 'web:create_app()'"
     )
     config += _program("web", web, priority=30, environment=f'PROMETHEUS_MULTIPROC_DIR="{web_metrics_dir(settings)}"')
+    config += _program("dicom", f"{sys.executable} -m listener", priority=40, stopwaitsecs=30)
+    if settings.dicom_forward:
+        forwarder = (
+            f"{BIN / 'celery'} -A worker.forwarder worker -Q radbatch-forward --pool threads --concurrency 4"
+            " --loglevel INFO --hostname radbatch-forward@%%h"
+        )
+        config += _program("forwarder", forwarder, priority=50, stopwaitsecs=60)
     return config
 
 
@@ -155,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(config)
         return 0
-    busy = [p for p in ([settings.port] + ([] if settings.redis_url else [settings.redis_port])) if port_in_use(p)]
+    ports = [settings.port, settings.dicom_port] + ([] if settings.redis_url else [settings.redis_port])
+    busy = [p for p in ports if port_in_use(p)]
     if busy:
         ports = ", ".join(map(str, busy))
         print(f"error: port(s) {ports} already in use; is radbatch already running?", file=sys.stderr)
-        print("set RADBATCH_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
+        print("set RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
         return 2
     for folder in ("logs", "redis"):
         private_dir(settings.home / folder)
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     private_dir(web_metrics_dir(settings))
     path = settings.home / "supervisord.conf"
     write_private(path, config)
-    print(f"radbatch: starting Redis, worker and web app (logs below; Ctrl-C stops everything); config {path}")
+    print(f"radbatch: starting Redis, worker, web app and DICOM listener (logs below; Ctrl-C stops all); config {path}")
+    print(f"radbatch: DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{settings.dicom_port}")
     print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)), flush=True)
     os.execv(str(BIN / "supervisord"), [str(BIN / "supervisord"), "--nodaemon", "--configuration", str(path)])
     return 0  # not reached

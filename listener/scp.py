@@ -14,9 +14,7 @@ import threading
 from datetime import datetime, timezone
 
 from celery import Celery
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
@@ -25,8 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import User
+from ingest import instance_identity, instance_path
 from listener import jobs
-from listener.storing import OUT_OF_RESOURCES, SUCCESS, instance_path, queue_quietly, store_instance
+from listener.storing import OUT_OF_RESOURCES, SUCCESS, queue_quietly, store_instance
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,18 +39,6 @@ def part10_bytes(event: evt.Event) -> bytes:
     write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
     buffer.write(event.request.DataSet.getvalue())
     return buffer.getvalue()
-
-
-def study_uid_of(data: bytes) -> str:
-    """The StudyInstanceUID, read without the pixel data; empty if the data set cannot be read."""
-    try:
-        return str(
-            dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get(
-                "StudyInstanceUID", ""
-            )
-        )
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError):
-        return ""
 
 
 def _status(code: int, comment: str = "") -> Dataset:
@@ -133,7 +120,7 @@ class Listener:
             logger.error("could not start a job: %s", error)
             return _status(OUT_OF_RESOURCES, "database unavailable")
         data = part10_bytes(event)
-        path = instance_path(study_uid_of(data), str(event.request.AffectedSOPInstanceUID))
+        path = instance_path(instance_identity(data)[2], str(event.request.AffectedSOPInstanceUID))
         outcome = store_instance(self.sessions, self.settings, self.client, job_id, path, data)
         if outcome.status != SUCCESS:
             logger.warning("job %d: %s answered 0x%04X (%s)", job_id, path, outcome.status, outcome.comment)

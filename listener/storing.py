@@ -6,10 +6,9 @@
 - **Cannot understand (0xC000)** when ingest refused the file (its row carries the reason) or the job no longer
   accepts files (cancelled meanwhile): sending it again would not help.
 
-Instances are recognised by their SOP Instance UID within the job: the image's path is
-`<StudyInstanceUID>/<SOPInstanceUID>.dcm`, and an instance whose path the job already holds is answered with
-success and not stored again. A sender that resends what a dead listener never acknowledged (see
-`listener.jobs`) therefore adds each instance once.
+Instances are recognised by their SOP Instance UID within the job (`ingest.instances`): an instance the job
+already holds is answered with success and not stored again. A sender that resends what a dead listener never
+acknowledged (see `listener.jobs`) therefore adds each instance once.
 """
 
 from __future__ import annotations
@@ -19,13 +18,20 @@ import logging
 from dataclasses import dataclass
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobs import refresh_job
-from db.models import Image, ImageStatus
-from ingest import Incoming, QueueUnavailable, add_files, discard_stored, queue_pending, sync_stored
+from db.models import ImageStatus
+from ingest import (
+    Incoming,
+    QueueUnavailable,
+    add_files,
+    discard_stored,
+    held_instance,
+    queue_pending,
+    sync_stored,
+)
 from listener.jobs import accepting
 from settings import Settings
 
@@ -43,18 +49,10 @@ class Outcome:
     duplicate: bool = False
 
 
-def instance_path(study_uid: str, sop_instance_uid: str) -> str:
-    return f"{study_uid or 'unknown-study'}/{sop_instance_uid}.dcm"
-
-
-def _already_held(session: Session, job_id: int, path: str) -> int | None:
-    return session.scalar(select(Image.id).where(Image.job_id == job_id, Image.path == path).limit(1))
-
-
 def _store(session: Session, settings: Settings, job_id: int, path: str, data: bytes) -> Outcome:
     if not accepting(session, job_id):
         return Outcome(CANNOT_UNDERSTAND, f"job {job_id} no longer accepts files (closed or cancelled)")
-    held = _already_held(session, job_id, path)
+    held = held_instance(session, job_id, path)
     if held is not None:
         return Outcome(SUCCESS, image_id=held, duplicate=True)
     images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data))], settings)
