@@ -64,6 +64,8 @@ def _store(session: Session, settings: Settings, job_id: int, path: str, data: b
         session.rollback()
         discard_stored(images, settings.upload_dir)
         raise
+    if not images:  # ingest keeps no row for a DICOMDIR: an index of files, not an image
+        return Outcome(CANNOT_UNDERSTAND, "not an image (a DICOMDIR)")
     image = images[0]
     if image.status == ImageStatus.failed:
         return Outcome(CANNOT_UNDERSTAND, image.error or "refused", image_id=image.id)

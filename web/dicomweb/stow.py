@@ -108,8 +108,10 @@ def store_instances() -> Response:
     started = datetime.now(timezone.utc)
     job_id, images = _store(files, f"STOW-RS from {g.user.username} at {started:%Y-%m-%d %H:%M:%S} UTC")
     referenced = []
-    for (sop_class, sop_instance), image in zip(identities, images):
-        if image.status == ImageStatus.failed:
+    by_path = {image.path: image for image in images}
+    for incoming, (sop_class, sop_instance) in zip(files, identities):
+        image = by_path.get(incoming.path)
+        if image is None or image.status == ImageStatus.failed:  # no row: a DICOMDIR, an index and not an image
             failures.append(_referenced(sop_class, sop_instance, CANNOT_UNDERSTAND))
         else:
             referenced.append(_referenced(sop_class, sop_instance))
