@@ -38,11 +38,12 @@ def image_sr(session: Session, image_id: int, upload_dir: Path) -> Dataset | Non
     """The SR of a predicted DICOM image, read back as a Part 10 data set; None if there is nothing to report (not
     predicted, not DICOM, or its file is gone)."""
     image = session.get(Image, image_id)
-    if image is None or image.status != ImageStatus.done or not image.stored_name:
+    if image is None or image.status != ImageStatus.done or not (image.stored_name or "").endswith(".dcm"):
         return None
     try:
         source = dcmread(upload_dir / image.stored_name, stop_before_pixels=True)
-    except (InvalidDicomError, OSError):
+    except (InvalidDicomError, OSError, ValueError) as error:
+        log.warning("image %d: its stored DICOM file cannot be read (%s); no SR forwarded", image_id, error)
         return None
     predictions = session.scalars(select(Prediction).where(Prediction.image_id == image_id)).all()
     results = [
