@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pydicom
@@ -86,19 +87,40 @@ def test_storescu_folder_becomes_one_job_and_every_sr_is_forwarded(network_stack
     assert_forwarded_and_valid(network_stack, sent)
 
 
+def kill_listener(stack: NetworkStack) -> None:
+    os.killpg(stack.listener.pid, signal.SIGKILL)
+    stack.listener.wait(10)
+    stack.restart_listener()  # what supervisord does
+
+
+def stored_count(stack: NetworkStack, calling_aet: str) -> int:
+    return sum(job["total"] for job in jobs_named(stack, f"DICOM from {calling_aet} at "))
+
+
 def test_listener_killed_mid_association_loses_and_duplicates_nothing(
     network_stack: NetworkStack, tmp_path: Path
 ) -> None:
+    """Killed twice: between two C-STOREs of pynetdicom's SCU, then while storescu is streaming (possibly between
+    a commit and its acknowledgement); each time the sender sends the whole folder again."""
     sent = write_dicom_folder(tmp_path / "study", 50)
     assoc = scu_association(network_stack.dicom_port, "KILLTEST")
     assert assoc.is_established
-    for path in list(sent.values())[:20]:  # pynetdicom's SCU: 20 acknowledged, then the listener dies
+    for path in list(sent.values())[:20]:
         assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0
-    os.killpg(network_stack.listener.pid, signal.SIGKILL)
-    network_stack.listener.wait(10)
+    kill_listener(network_stack)
     assoc.abort()
-    network_stack.restart_listener()  # what supervisord does
-    result = storescu(network_stack, "KILLTEST", tmp_path / "study")  # the sender sends the whole folder again
+    streaming = subprocess.Popen(
+        ["storescu", "-aet", "KILLTEST", "-aec", "RADBATCH", "+sd", "127.0.0.1", str(network_stack.dicom_port)]
+        + [str(tmp_path / "study")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while stored_count(network_stack, "KILLTEST") < 22 and time.monotonic() < deadline:  # 2 new files stored
+        time.sleep(0.01)
+    kill_listener(network_stack)
+    assert streaming.wait(60) != 0  # storescu saw the listener die before it had sent everything
+    result = storescu(network_stack, "KILLTEST", tmp_path / "study")
     assert result.returncode == 0, result.stderr[-2000:]
     (job,) = jobs_named(network_stack, "DICOM from KILLTEST at ")
     assert_every_result_once(network_stack, job, sent)
