@@ -75,7 +75,8 @@ def network_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkS
     try:
         started.append(services.start_worker(env, logs / "worker.log", redis_url))
         forwarder = [str(services.BIN / "celery"), "-A", "worker.forwarder", "worker", "-Q", "radbatch-forward"]
-        forwarder += ["--pool", "threads", "--concurrency", "2", "--without-mingle", "--without-gossip", "-n", "fw@%h"]
+        forwarder += ["--pool", "threads", "--concurrency", "2", "--loglevel", "INFO", "-n", "fw@%h"]
+        forwarder += ["--without-mingle", "--without-gossip"]
         started.append(services.start_process(forwarder, env, logs / "forwarder.log"))
         web, base_url = services.start_gunicorn(env, logs / "web.log")
         started.append(web)
