@@ -101,17 +101,16 @@ def _access_lines(log: Path) -> list[str]:
     return re.findall(r'"([A-Z]+ \S+) HTTP/1\.1"', log.read_text(errors="replace"))
 
 
-@pytest.mark.e2e
-def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    port, redis_port = free_port(), free_port()
+def _make_run(home: Path, **settings: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`make run` on free ports: `db.setup --quiet` (checked silent), then `deploy.run` with its stdout piped."""
     env = service_env(
         {
             "RADBATCH_HOME": str(home),
-            "RADBATCH_PORT": str(port),
-            "RADBATCH_REDIS_PORT": str(redis_port),
+            "RADBATCH_PORT": str(free_port()),
+            "RADBATCH_REDIS_PORT": str(free_port()),
             "RADBATCH_WORKER_METRICS_PORT": str(free_port()),
             "RADBATCH_ADMIN_TOKEN": ADMIN_TOKEN,
+            **{f"RADBATCH_{name.upper()}": value for name, value in settings.items()},
         }
     )
     seed_onnx_cache(env)  # the worker loads ONNX files; a first real run exports them (minutes with TensorFlow)
@@ -119,8 +118,6 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
         [sys.executable, "-m", "db.setup", "--quiet"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert (setup.returncode, setup.stdout, setup.stderr) == (0, "", "")
-
-    started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy.run"],
         cwd=REPO_ROOT,
@@ -130,6 +127,15 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
         text=True,
         start_new_session=True,
     )
+    return process, env
+
+
+@pytest.mark.e2e
+def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    started = time.monotonic()
+    process, env = _make_run(home)
+    port, redis_port = int(env["RADBATCH_PORT"]), int(env["RADBATCH_REDIS_PORT"])
     try:
         output = LineReader(process)
         lines = output.until("ready: ", READY_TIMEOUT_S)
@@ -174,6 +180,22 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
             "radbatch: stopped",
         ]
         assert not port_in_use(port) and not port_in_use(redis_port)
+        assert not (home / "supervisord.pid").exists()
+    finally:
+        _stop(process, home)
+
+
+@pytest.mark.e2e
+def test_make_run_names_a_service_that_cannot_start_and_stops_the_others(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    process, env = _make_run(home, web_workers="-1")  # gunicorn refuses it: supervisord marks `web` FATAL
+    try:
+        output = LineReader(process)
+        lines = output.until("error: ", READY_TIMEOUT_S)
+        assert lines[-1] == f"error: web could not start; the end of {home / 'logs' / 'web.log'}:"
+        assert process.wait(150) == 1
+        assert "Error: Value must be positive: -1" in "\n".join(output.until("Error: Value must be positive", 5))
+        assert not any(port_in_use(int(env[name])) for name in ("RADBATCH_PORT", "RADBATCH_REDIS_PORT"))
         assert not (home / "supervisord.pid").exists()
     finally:
         _stop(process, home)
