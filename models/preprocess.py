@@ -13,8 +13,11 @@ and aspect ratios refused before decoding, big images reduced while decoding).
   with transparency) are composited onto black, the background of a radiograph.
 * Aspect. A non-square image is padded with black to a centred square, so no
   anatomy is cropped and nothing is stretched.
-* Size. The square is resized with Pillow's anti-aliased bilinear filter on
-  float data (no 8-bit rounding in between), whatever the source size.
+* Size. The square is resized with Pillow's Lanczos filter with a reducing gap
+  of 3 on float data (no 8-bit rounding in between), whatever the source size.
+  That is how NIH's 1024-px originals became the 128-px images the models were
+  trained on (on 8-bit data it reproduces those copies bit for bit), so a
+  full-resolution upload gets the prediction of its 128-px copy.
 * Channels. The result has `channels` identical copies of the gray plane (the
   seed models take 3, the improved ones 1). Any further normalisation lives
   inside the models.
@@ -34,7 +37,8 @@ SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF",
 MAX_PIXELS = 8192 * 8192  # refused above this many pixels, before anything is decoded
 MAX_ASPECT = 4  # refused when the longer side is more than this many times the shorter one
 MAX_WORKING_SIDE = 2048  # larger images are reduced while decoding; the models see 128-256 px
-RESAMPLE = Image.Resampling.BILINEAR
+RESAMPLE = Image.Resampling.LANCZOS
+RESIZE_REDUCING_GAP = 3.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -185,7 +189,7 @@ def preprocess(image: Image.Image, size: int = 128, channels: int = 1) -> np.nda
     """Model input of shape (size, size, channels), float32 in [0, 1], from any decoded image."""
     square = pad_to_square(to_gray(image))
     if square.shape[0] != size:
-        resized = Image.fromarray(square).resize((size, size), RESAMPLE)
+        resized = Image.fromarray(square).resize((size, size), RESAMPLE, reducing_gap=RESIZE_REDUCING_GAP)
         square = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     return np.repeat(square[..., None], channels, axis=-1)
 
