@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from db.models import Image
 from ingest.deidentify import deidentify
-from models.dicom import DicomDirError, DicomError, dicom_metadata, image_warnings, read_dicom
+from models.dicom import READ_ERRORS, DicomDirError, DicomError, dicom_metadata, image_warnings, read_dicom
 
 logger = logging.getLogger(__name__)
 NOTE_SEPARATOR = "; "
@@ -51,9 +51,14 @@ def prepare_dicom(data: bytes, secret: str, deidentify_enabled: bool) -> Prepare
         ds = read_dicom(data)
     except DicomDirError:
         raise SkippedDicomDir() from None
-    notes = image_warnings(ds)  # before de-identification, which may empty the attributes they read
-    identity = deidentify(ds, secret, enabled=deidentify_enabled)
-    metadata = dicom_metadata(ds)
+    try:
+        notes = image_warnings(ds)  # before de-identification, which may empty the attributes they read
+        identity = deidentify(ds, secret, enabled=deidentify_enabled)
+        metadata = dicom_metadata(ds)
+        stored = _encoded(ds) if deidentify_enabled else data
+    except READ_ERRORS as error:  # the message may quote a value of the file: only its type is said
+        message = f"cannot de-identify this DICOM file: a malformed element ({type(error).__name__})"
+        raise DicomError("corrupt", message) from None
     spacing = metadata.pixel_spacing_mm or (None, None)
     columns = {
         "study_instance_uid": metadata.study_instance_uid,
@@ -74,7 +79,6 @@ def prepare_dicom(data: bytes, secret: str, deidentify_enabled: bool) -> Prepare
         "height": metadata.rows,
         "notes": join_notes(notes + identity.warnings),
     }
-    stored = _encoded(ds) if deidentify_enabled else data
     return PreparedDicom(stored_bytes=stored, columns=columns)
 
 

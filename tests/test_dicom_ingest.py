@@ -128,3 +128,21 @@ def test_truncated_dicom_is_refused_and_a_dicomdir_gets_no_row(web_client, web_t
 def test_the_deidentify_setting_is_read_from_the_environment() -> None:
     assert Settings().deidentify is True
     assert Settings.from_env({"RADBATCH_DEIDENTIFY": "false"}).deidentify is False
+
+
+def test_the_worker_reports_the_uploads_own_size_not_the_reduced_one() -> None:
+    from PIL import Image as PILImage
+
+    from worker.reading import decode_upload
+
+    big = io.BytesIO()
+    PILImage.new("L", (4096, 3000), 90).save(big, format="PNG")
+    picture = decode_upload(big.getvalue(), 128)
+    assert (picture.width, picture.height) == (4096, 3000) and max(picture.image.size) <= 2048
+
+    pixels = np.zeros((2500, 2048), dtype=np.uint16)
+    dicom = io.BytesIO()
+    image_dataset(pixels, 16, ViewPosition="LL", NumberOfFrames=1).save_as(dicom, enforce_file_format=True)
+    picture = decode_upload(dicom.getvalue(), 128)
+    assert (picture.width, picture.height) == (2048, 2500) and picture.image.size == (1024, 1250)
+    assert picture.notes == ["lateral view: the models were trained on frontal (PA/AP) views"]
