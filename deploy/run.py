@@ -193,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     programs = [name for name in PROGRAMS if f"[program:{name}]" in config]
     logs = ", ".join(f"{name}.log" for name in programs)
     print(f"radbatch: starting {', '.join(programs)}; logs in {settings.log_dir}/ ({logs}); Ctrl-C stops everything")
-    print(f"radbatch: DICOM listener {settings.dicom_aet} on {settings.dicom_host}:{settings.dicom_port}")
     print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)), flush=True)
     return run_in_foreground(BIN / "supervisord", path, settings)
 
