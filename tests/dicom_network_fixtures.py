@@ -27,6 +27,7 @@ ALLOWED_AETS = ("PROBE", "ECHOSCU", "STORESCU", "KILLTEST", "PYNETDICOM")
 
 @dataclass
 class NetworkStack:
+    home: Path
     env: dict[str, str]
     sessions: sessionmaker[Session]
     api: services.Api
@@ -82,6 +83,7 @@ def network_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkS
         started.append(web)
         listener_log = logs / "listener.log"
         stack = NetworkStack(
+            home=home,
             env=env,
             sessions=sessions,
             api=services.Api(base_url, token),

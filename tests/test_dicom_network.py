@@ -20,7 +20,7 @@ from dicomweb_client.api import DICOMwebClient
 from tests.conftest import skip_or_fail
 from tests.dicom_corpus_objects import non_image_datasets
 from tests.dicom_network_fixtures import NetworkStack
-from tests.dicom_network_helpers import scu_association, write_dicom_folder
+from tests.dicom_network_helpers import PHI_NAME, scu_association, write_dicom_folder
 from tests.services import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +85,20 @@ def test_storescu_folder_becomes_one_job_and_every_sr_is_forwarded(network_stack
     assert not job["is_open"]
     assert_every_result_once(network_stack, job, sent)
     assert_forwarded_and_valid(network_stack, sent)
+    assert_no_phi(network_stack)
+
+
+def assert_no_phi(stack: NetworkStack) -> None:
+    """Neither the patient's name nor an ID is anywhere under RADBATCH_HOME (stored files, the SQLite database, the
+    logs) or in the SRs the destination received (under it too)."""
+    leaks = [
+        f"{path.relative_to(stack.home)} holds {value!r}"
+        for path in stack.home.rglob("*")
+        if path.is_file() and path.suffix != ".sock"
+        for value in (PHI_NAME.encode(), *(f"NET-{study}".encode() for study in range(5)))
+        if value in path.read_bytes()
+    ]
+    assert leaks == []
 
 
 def kill_listener(stack: NetworkStack) -> None:
