@@ -32,6 +32,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)  # empty: read from $RADBATCH_HOME/secret_key (db.setup makes it)
     batch_size: int = 32
     max_file_mb: int = 64
+    deidentify: bool = True  # DICOM on ingest: PS3.15 Basic Profile on the stored copy, only a pseudonym in the DB
     served_models: tuple[str, ...] = ("cnn", "unet")
     visibility_timeout: int = 3600  # seconds before Redis itself hands out again a message a vanished worker took
     sweep_interval: int = 30  # seconds between recovery sweeps

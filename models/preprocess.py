@@ -58,7 +58,7 @@ def decode_image(source: bytes | str | Path) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     if is_dicom(data[:HEAD_BYTES]):
-        raise ImageDecodeError(f"DICOM files are not supported yet; {ACCEPTED}")
+        raise ImageDecodeError("a DICOM file: read it with models.dicom.decode_dicom")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -109,10 +109,12 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 def _load_reduced(image: Image.Image) -> Image.Image:
     """Decode with the longer side reduced to at most MAX_WORKING_SIDE: JPEGs by DCT scaling while decoding,
     everything else by a box filter applied band by band, so no full-size copy is ever made after decoding."""
+    source_size = image.size
     factor = -(-max(image.size) // MAX_WORKING_SIDE)
     if factor > 1 and image.format in ("JPEG", "MPO"):
         image.draft(image.mode, (-(-image.width // factor), -(-image.height // factor)))
     image.load()
+    image.info["source_size"] = source_size  # the upload's own width and height, for its row
     factor = -(-max(image.size) // MAX_WORKING_SIDE)
     if factor == 1:
         return ImageOps.exif_transpose(image) if image.format in ("JPEG", "MPO", "TIFF") else image
@@ -126,6 +128,7 @@ def _load_reduced(image: Image.Image) -> Image.Image:
     for index, piece in enumerate(pieces):
         reduced.paste(piece, (0, index * (band // factor)))
     reduced.format = image.format
+    reduced.info["source_size"] = source_size  # the upload's own width and height, for its row
     if exif:
         reduced.info["exif"] = exif
         return ImageOps.exif_transpose(reduced)

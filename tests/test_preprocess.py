@@ -153,7 +153,7 @@ def test_full_resolution_predictions_equal_the_128_px_ones():
     [
         (b"", "empty file"),
         (b"patient notes, not an image\n" * 10, "not an image"),
-        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM"),
+        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM file: read it with models.dicom"),
         (b"GIF89a" + b"\0" * 64, "not an image"),
     ],
 )
