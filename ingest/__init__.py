@@ -1,8 +1,9 @@
-"""Ingest: how a file enters radbatch, whatever brought it (portal, REST API, and later DICOM and the CLI).
+"""Ingest: how a file enters radbatch, whatever brought it (portal, REST API, CLI, and the DICOM network listeners).
 
-`add_files` checks each file, stores it under a generated name and creates its image row; `queue_pending`
-commits and then sends the job's pending images to the workers. Imports `db`, `broker` and `models.formats`;
-never `web`, `worker` or TensorFlow.
+`add_files` checks each file, stores it under a generated name and creates its image row (a DICOM file is
+de-identified first, and a DICOMDIR gets no row: `ingest.dicom`); `queue_pending` commits and then sends the
+job's pending images to the workers. Imports `db`, `broker` and `models` (never TensorFlow); never `web` or
+`worker`.
 """
 
 from ingest.durable import sync_stored

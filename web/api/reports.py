@@ -56,7 +56,7 @@ def structured_report(image_id: int):
     source = _stored_header(image.stored_name, image.id)
     try:
         report = sr_bytes(build_sr(source, results))
-    except (ValueError, AttributeError) as error:
+    except (ValueError, AttributeError, TypeError, KeyError) as error:
         logger.warning("image %s: no structured report: %s", image.id, type(error).__name__)
         abort(422, f"image {image_id}: the stored DICOM file lacks what a report needs ({type(error).__name__})")
     return Response(
