@@ -1,4 +1,5 @@
-"""`make run`: Redis (unless RADBATCH_REDIS_URL is set), a Celery worker and the web app under supervisord.
+"""`make run`: Redis (unless RADBATCH_REDIS_URL is set), a Celery worker, the web app and the DICOM listener (and,
+with RADBATCH_DICOM_FORWARD, the forwarding worker) under supervisord.
 
     python -m deploy.run            # writes $RADBATCH_HOME/supervisord.conf and runs supervisord in the foreground
     python -m deploy.run --print    # only prints the generated configuration
@@ -53,7 +54,7 @@ def web_metrics_dir(settings: Settings) -> Path:
     return settings.home / "metrics" / "web"
 
 
-PROGRAMS = ("redis", "worker", "web")
+PROGRAMS = ("redis", "worker", "web", "dicom", "forwarder")
 
 
 def _program(
@@ -147,6 +148,13 @@ serverurl=unix://{home / "supervisor.sock"}
     config += _program(
         settings, "web", web, priority=30, environment=f'PROMETHEUS_MULTIPROC_DIR="{web_metrics_dir(settings)}"'
     )
+    config += _program(settings, "dicom", f"{sys.executable} -m listener", priority=40, stopwaitsecs=30)
+    if settings.dicom_forward:
+        forwarder = (
+            f"{BIN / 'celery'} -A worker.forwarder worker -Q radbatch-forward --pool threads --concurrency 4"
+            " --loglevel INFO --hostname radbatch-forward@%%h"
+        )
+        config += _program(settings, "forwarder", forwarder, priority=50, stopwaitsecs=60)
     return config
 
 
@@ -167,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(config)
         return 0
-    busy = [p for p in ([settings.port] + ([] if settings.redis_url else [settings.redis_port])) if port_in_use(p)]
+    ports = [settings.port, settings.dicom_port] + ([] if settings.redis_url else [settings.redis_port])
+    busy = [p for p in ports if port_in_use(p)]
     if busy:
         ports = ", ".join(map(str, busy))
         print(f"error: port(s) {ports} already in use; is radbatch already running?", file=sys.stderr)
-        print("set RADBATCH_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
+        print("set RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
         return 2
     for folder in ("logs", "redis"):
         private_dir(settings.home / folder)

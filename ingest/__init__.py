@@ -6,7 +6,9 @@ job's pending images to the workers. Imports `db`, `broker` and `models` (never 
 `worker`.
 """
 
+from ingest.durable import sync_stored
 from ingest.files import Incoming, StorageFull, add_files, clean_relative_path, clean_text, discard_stored
+from ingest.instances import held_instance, instance_identity, instance_path
 from ingest.queueing import QueueUnavailable, queue_pending
 
 __all__ = [
@@ -17,5 +19,9 @@ __all__ = [
     "clean_relative_path",
     "clean_text",
     "discard_stored",
+    "held_instance",
+    "instance_identity",
+    "instance_path",
     "queue_pending",
+    "sync_stored",
 ]

@@ -20,7 +20,8 @@ import requests
 from deploy.access_log import is_poll
 from deploy.run import port_in_use
 from tests.conftest import PIPELINE_IMAGES
-from tests.services import REPO_ROOT, Api, free_port, seed_onnx_cache, service_env
+from tests.dicom_network_helpers import scu_association
+from tests.services import REPO_ROOT, Api, free_port, seed_onnx_cache, service_env, wait_for
 
 READY_TIMEOUT_S = 180
 ADMIN_TOKEN = "make-run-test-token"
@@ -96,6 +97,16 @@ def _stop(process: subprocess.Popen, home: Path) -> None:
             pass
 
 
+def _dicom_echo(port: int):
+    """The listener's C-ECHO answer, or None while it does not answer."""
+    assoc = scu_association(port, "PROBE")
+    if not assoc.is_established:
+        return None
+    status = assoc.send_c_echo()
+    assoc.release()
+    return status
+
+
 def _access_lines(log: Path) -> list[str]:
     """`METHOD /path` of each access-log line in gunicorn's log."""
     return re.findall(r'"([A-Z]+ \S+) HTTP/1\.1"', log.read_text(errors="replace"))
@@ -109,6 +120,7 @@ def _make_run(home: Path, **settings: str) -> tuple[subprocess.Popen, dict[str, 
             "RADBATCH_PORT": str(free_port()),
             "RADBATCH_REDIS_PORT": str(free_port()),
             "RADBATCH_WORKER_METRICS_PORT": str(free_port()),
+            "RADBATCH_DICOM_PORT": str(free_port()),
             "RADBATCH_ADMIN_TOKEN": ADMIN_TOKEN,
             **{f"RADBATCH_{name.upper()}": value for name, value in settings.items()},
         }
@@ -136,14 +148,15 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
     started = time.monotonic()
     process, env = _make_run(home)
     port, redis_port = int(env["RADBATCH_PORT"]), int(env["RADBATCH_REDIS_PORT"])
+    dicom_port = int(env["RADBATCH_DICOM_PORT"])
     try:
         output = LineReader(process)
         lines = output.until("ready: ", READY_TIMEOUT_S)
         print(f"ready after {time.monotonic() - started:.1f} s")
         logs = home / "logs"
         assert lines[0] == (
-            f"radbatch: starting redis, worker, web; logs in {logs}/ (redis.log, worker.log, web.log);"
-            " Ctrl-C stops everything"
+            f"radbatch: starting redis, worker, web, dicom; logs in {logs}/ (redis.log, worker.log, web.log,"
+            " dicom.log); Ctrl-C stops everything"
         )
         assert (
             lines[1]
@@ -157,6 +170,8 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
         assert ready.status_code == 200 and ready.json()["workers"][0]["models"].keys() >= {"cnn", "unet"}
         assert "[queues]" in (logs / "worker.log").read_text()  # Celery's banner went to the log, not the terminal
         assert "Ready to accept connections" in (logs / "redis.log").read_text()
+        echo = wait_for(lambda: _dicom_echo(dicom_port), 30, "the DICOM listener")  # supervised like the others
+        assert echo.Status == 0
 
         api = Api(f"http://127.0.0.1:{port}", ADMIN_TOKEN)
         image = sorted(PIPELINE_IMAGES.glob("*.png"))[0]
@@ -179,7 +194,7 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
             "radbatch: stopping (the worker finishes the batch it is on first)",
             "radbatch: stopped",
         ]
-        assert not port_in_use(port) and not port_in_use(redis_port)
+        assert not port_in_use(port) and not port_in_use(redis_port) and not port_in_use(dicom_port)
         assert not (home / "supervisord.pid").exists()
     finally:
         _stop(process, home)
