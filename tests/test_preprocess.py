@@ -121,12 +121,31 @@ def test_full_size_originals_match_the_training_images():
     for path in originals:
         served = preprocess(decode_image(path))
         assert served.shape == (128, 128, 1)
-        twin = SUBSET / path.name
-        if twin.exists():
-            trained = preprocess(decode_image(twin))
-            correlation = np.corrcoef(served.ravel(), trained.ravel())[0, 1]
-            assert correlation > 0.97, path.name
-            assert np.abs(served - trained).mean() < 0.05, path.name
+        trained = preprocess(decode_image(SUBSET / path.name))
+        assert np.abs(served - trained).mean() < 0.6 / 255, path.name  # bilinear: 0.86 grey levels
+        assert np.abs(served - trained).max() < 0.25, path.name
+
+
+def test_full_resolution_predictions_equal_the_128_px_ones():
+    """Each served model's probability on the 15 originals against their 128-px copies: mean |dp| <= 0.02, max
+    <= 0.05 (bilinear resizing drifted by 0.1 on average, downwards)."""
+    needs_shared_data()
+    from models.registry import Ensemble, load_model
+
+    originals = sorted(ORIGINALS.glob("*.png"))
+    assert len(originals) == 15
+    gray_full = np.stack([preprocess(decode_image(path))[..., 0] for path in originals])
+    gray_copy = np.stack([preprocess(decode_image(SUBSET / path.name))[..., 0] for path in originals])
+    full, copy = {}, {}
+    for name in ("cnn", "unet", "seed-cnn", "seed-unet"):
+        model = load_model(name)
+        full[name] = model.predict(np.repeat(gray_full[..., None], model.channels, axis=-1))
+        copy[name] = model.predict(np.repeat(gray_copy[..., None], model.channels, axis=-1))
+    ensemble = Ensemble.load()
+    full["ensemble"], copy["ensemble"] = ensemble.combine(full), ensemble.combine(copy)
+    for name in full:
+        drift = np.abs(full[name] - copy[name])
+        assert drift.mean() <= 0.02 and drift.max() <= 0.05, (name, drift.mean(), drift.max())
 
 
 @pytest.mark.parametrize(
@@ -134,7 +153,7 @@ def test_full_size_originals_match_the_training_images():
     [
         (b"", "empty file"),
         (b"patient notes, not an image\n" * 10, "not an image"),
-        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM"),
+        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM file: read it with models.dicom"),
         (b"GIF89a" + b"\0" * 64, "not an image"),
     ],
 )
