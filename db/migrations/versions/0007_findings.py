@@ -1,7 +1,7 @@
 """Per-finding probabilities: one `findings` row per image and served finding (models/findings.py).
 
-Revision ID: 0006_findings
-Revises: 0005_reliability
+Revision ID: 0007_findings
+Revises: 0006_dicom
 Create Date: 2026-11-26
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_findings"
-down_revision: str | None = "0005_reliability"
+revision: str = "0007_findings"
+down_revision: str | None = "0006_dicom"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
