@@ -98,22 +98,33 @@ class LoadedModel:
         """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
         return self.runner(batch)
 
+    def raw_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Uncalibrated disease probabilities from `predict_all`'s outputs: the output named DISEASE_OUTPUT if
+        the model has one, else its first output."""
+        names = self.runner.output_names
+        return outputs[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels): the output named
-        DISEASE_OUTPUT if the model has one, else its first output."""
+        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels)."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        names = self.runner.output_names
-        return self.runner(batch)[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+        return self.raw_probabilities(self.runner(batch))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of disease."""
         return self.calibration(self.predict_raw(batch))
 
-    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities of disease and the pooled features, from one forward pass."""
+    @property
+    def has_pooled_features(self) -> bool:
+        return FEATURES_OUTPUT in self.runner.output_names
+
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities of disease and the pooled features (None if the served model lacks that
+        output), from one forward pass."""
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32), None
         outputs = self.runner(batch)
-        return self.calibration(outputs[DISEASE_OUTPUT].reshape(-1)), outputs[FEATURES_OUTPUT]
+        return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
 
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"

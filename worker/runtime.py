@@ -97,8 +97,10 @@ def load_models(config: Settings) -> ModelSet:
         for name in config.served_models
     }
     findings = FindingHeads.load()
-    if findings is not None and not set(findings.feature_models) <= set(loaded):
-        log.warning("findings need %s; RADBATCH_SERVED_MODELS omits some: no findings", findings.feature_models)
+    if findings is not None and not all(m in loaded and loaded[m].has_pooled_features for m in findings.feature_models):
+        log.warning(
+            "findings need pooled_features from %s, which are not all served: no findings", findings.feature_models
+        )
         findings = None
     return ModelSet(models=loaded, ensemble=Ensemble.load(), findings=findings)
 

@@ -36,6 +36,7 @@ def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decode
         return {}
     try:
         probabilities, features = model.predict_with_features(np.stack([decoded[i].inputs[model.name] for i in ids]))
+        features = [None] * len(ids) if features is None else features
         return {i: (float(p), f) for i, p, f in zip(ids, probabilities, features)}
     except SoftTimeLimitExceeded:
         raise  # out of time: the task retries the images one by one
@@ -45,7 +46,7 @@ def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decode
     for i in ids:
         try:
             probability, features = model.predict_with_features(decoded[i].inputs[model.name][None])
-            results[i] = (float(probability[0]), features[0])
+            results[i] = (float(probability[0]), None if features is None else features[0])
         except SoftTimeLimitExceeded:
             raise
         except Exception as error:  # noqa: BLE001
