@@ -93,15 +93,23 @@ def head_probabilities(head: dict, x: np.ndarray) -> np.ndarray:
 
 
 def within_sources(records: list[Record], y: np.ndarray, p: np.ndarray) -> dict[str, dict]:
-    """Test AUC inside each source that holds at least MIN_PER_CLASS_IN_SOURCE images of both classes."""
+    """Test AUC inside each source that holds at least MIN_PER_CLASS_IN_SOURCE images of both classes, with the
+    source's disease images counted: where every one of them has the finding, the AUC is disease vs healthy."""
     found = {}
     for source in sorted({r.source for r in records if r.source}):
         mask = np.array([r.source == source for r in records])
         positives = int(y[mask].sum())
         if min(positives, int(mask.sum()) - positives) < MIN_PER_CLASS_IN_SOURCE:
             continue
-        found[source] = _summary(y[mask], p[mask]) | {"positives": positives}
+        disease = sum(r.label for r, kept in zip(records, mask) if kept)
+        found[source] = _summary(y[mask], p[mask]) | {"positives": positives, "disease": disease}
     return found
+
+
+def among_disease(records: list[Record], y: np.ndarray, p: np.ndarray) -> dict:
+    """Test AUC among the disease images only: the finding against the other findings, not against healthy."""
+    mask = np.array([r.label == 1 for r in records])
+    return _summary(y[mask], p[mask]) | {"positives": int(y[mask].sum())}
 
 
 def _summary(y: np.ndarray, p: np.ndarray) -> dict:
@@ -155,6 +163,7 @@ def train_findings(
             "validation_auc": heads[f]["validation_auc"],
             "threshold": heads[f]["threshold"],
             "test": _summary(y, p),
+            "test_among_disease": among_disease(splits["test"], y, p),
             "test_within_source": within_sources(splits["test"], y, p),
         }
     served = [f for f in findings if (metrics[f]["test"]["auc_ci95"] or [0.0])[0] >= HIDE_BELOW]

@@ -13,25 +13,37 @@ def _interval(metrics: dict) -> str:
 def findings_table(card: dict) -> str:
     """Per finding: positives per split, chosen C, validation AUC, test AUC with CI, served or hidden."""
     lines = [
-        "| finding | positives train/val/test | C | validation AUC | test AUC [95% CI] | served |",
-        "|---|---|---|---|---|---|",
+        "| finding | positives train/val/test | C | validation AUC | test AUC [95% CI] | among disease images "
+        "| served |",
+        "|---|---|---|---|---|---|---|",
     ]
     for finding in card["findings"]:
         m = card["metrics"][finding]
         positives = "/".join(str(m["positives"][s]) for s in ("train", "validation", "test"))
         served = "yes" if finding in card["served"] else "hidden"
+        among = _interval(m["test_among_disease"]) if "test_among_disease" in m else "n/a"
         lines.append(
-            f"| {finding} | {positives} | {m['c']:g} | {m['validation_auc']:.3f} | {_interval(m['test'])} | {served} |"
+            f"| {finding} | {positives} | {m['c']:g} | {m['validation_auc']:.3f} | {_interval(m['test'])} "
+            f"| {among} | {served} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def within_source_table(card: dict) -> str:
     """Test AUC inside each source that has both classes of the finding."""
-    lines = ["| finding | source | images | positives | test AUC [95% CI] |", "|---|---|---|---|---|"]
+    lines = ["| finding | source | images | disease | positives | test AUC [95% CI] |", "|---|---|---|---|---|---|"]
+    confounded = []
     for finding in card["findings"]:
         for source, m in card["metrics"][finding]["test_within_source"].items():
-            lines.append(f"| {finding} | `{source}` | {m['n']} | {m['positives']} | {_interval(m)} |")
+            disease = m.get("disease", "")
+            lines.append(f"| {finding} | `{source}` | {m['n']} | {disease} | {m['positives']} | {_interval(m)} |")
+            if m["positives"] == disease:
+                confounded.append(f"{finding} in `{source}`")
+    if confounded:
+        lines.append(
+            f"\nEvery disease image has the finding in: {', '.join(confounded)}. There the AUC is disease vs "
+            "healthy and says nothing about the finding itself; the column *among disease images* above does."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -55,6 +67,9 @@ pass as the disease probability. Fitted on the train split of `training/splits/{
 was used only for the numbers below.
 
 ## Test-split metrics
+
+*Test AUC* is one-vs-rest over all test images; *among disease images* ranks the finding against the other
+findings only, so that recognising disease (or healthy films) earns nothing.
 
 {findings_table(card)}
 **Hidden:** {hidden} ({card["hide_rule"]}): trained and measured, but not shown in results.
