@@ -118,3 +118,11 @@ def build_unet(input_shape: tuple[int, int, int] = (128, 128, 1), base_filters: 
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(1, activation="sigmoid")(x)
     return keras.Model(inputs, outputs, name="unet")
+
+
+def with_pooled_features(model: keras.Model) -> keras.Model:
+    """The served form of a trained model: its disease probability plus the input of its final Dense layer
+    (the pooled features the per-finding heads of `models.findings` read), from the same forward pass."""
+    return keras.Model(
+        model.inputs[0], {"disease": model.outputs[0], "pooled_features": model.layers[-1].input}, name=model.name
+    )

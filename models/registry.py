@@ -28,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
 DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
+FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -97,28 +98,47 @@ class LoadedModel:
         """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
         return self.runner(batch)
 
+    def raw_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Uncalibrated disease probabilities from `predict_all`'s outputs: the output named DISEASE_OUTPUT if
+        the model has one, else its first output."""
+        names = self.runner.output_names
+        return outputs[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels): the output named
-        DISEASE_OUTPUT if the model has one, else its first output."""
+        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels)."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        names = self.runner.output_names
-        return self.runner(batch)[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+        return self.raw_probabilities(self.runner(batch))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of disease."""
         return self.calibration(self.predict_raw(batch))
+
+    @property
+    def has_pooled_features(self) -> bool:
+        return FEATURES_OUTPUT in self.runner.output_names
+
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities of disease and the pooled features (None if the served model lacks that
+        output), from one forward pass."""
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32), None
+        outputs = self.runner(batch)
+        return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
 
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"
 
 
 def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The Keras model `name` with its trained weights (imports TensorFlow)."""
+    """The Keras model `name` with its trained weights, in its served form: outputs `disease` and
+    `pooled_features` (imports TensorFlow)."""
+    from models.architectures import with_pooled_features
+
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
-    return keras_model
+    return with_pooled_features(keras_model)
 
 
 def load_model(

@@ -43,8 +43,9 @@ def test_every_runtime_gives_the_keras_probabilities(name: str, onnx_cache: Path
         assert model.runtime == runtime
         np.testing.assert_allclose(model.predict(batch), expected, atol=TOLERANCE, rtol=0, err_msg=runtime)
         outputs = model.predict_all(batch)
-        assert list(outputs) == list(expected_all) == ["output_0"], runtime
-        np.testing.assert_allclose(outputs["output_0"], expected_all["output_0"], atol=TOLERANCE, rtol=0)
+        assert list(outputs) == list(expected_all) == ["disease", "pooled_features"], runtime
+        for output in outputs:
+            np.testing.assert_allclose(outputs[output], expected_all[output], atol=TOLERANCE, rtol=0, err_msg=output)
         # Batches of any size, including one image, go through the same compiled program or graph.
         np.testing.assert_allclose(model.predict(batch[:1]), expected[:1], atol=TOLERANCE, rtol=0, err_msg=runtime)
 

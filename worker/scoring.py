@@ -1,13 +1,19 @@
-"""Run the served models and the ensemble on a batch of decoded images and shape the prediction rows."""
+"""Run the served models, the ensemble and the per-finding heads on a batch of decoded images and shape the rows.
+
+The findings heads read each feature model's `pooled_features` from the same forward pass as its disease
+probability: no second run of any model.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
+from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
@@ -17,13 +23,21 @@ log = logging.getLogger(__name__)
 ENSEMBLE_NAME = "ensemble"
 
 
+@dataclass
+class Scores:
+    predictions: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per model + ensemble
+    findings: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per served finding
+
+
 def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decoded], errors: dict[int, str]) -> dict:
-    """Calibrated probabilities by image id; if the batch fails, retry one by one to isolate the culprit."""
+    """(calibrated probability, pooled features) by image id; if the batch fails, retry one by one to isolate
+    the culprit."""
     if not ids:
         return {}
     try:
-        probabilities = model.predict(np.stack([decoded[i].inputs[model.name] for i in ids]))
-        return {i: float(p) for i, p in zip(ids, probabilities)}
+        probabilities, features = model.predict_with_features(np.stack([decoded[i].inputs[model.name] for i in ids]))
+        features = [None] * len(ids) if features is None else features
+        return {i: (float(p), f) for i, p, f in zip(ids, probabilities, features)}
     except SoftTimeLimitExceeded:
         raise  # out of time: the task retries the images one by one
     except Exception:  # noqa: BLE001 - a model failure must not lose the whole batch
@@ -31,7 +45,8 @@ def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decode
     results = {}
     for i in ids:
         try:
-            results[i] = float(model.predict(decoded[i].inputs[model.name][None])[0])
+            probability, features = model.predict_with_features(decoded[i].inputs[model.name][None])
+            results[i] = (float(probability[0]), None if features is None else features[0])
         except SoftTimeLimitExceeded:
             raise
         except Exception as error:  # noqa: BLE001
@@ -51,22 +66,40 @@ def _row(image_id: int, name: str, version: str, probability: float, label: str,
     }
 
 
+def _finding_rows(heads: FindingHeads, outputs: dict[str, dict], ids: list[int]) -> dict[int, list[dict]]:
+    if not ids:
+        return {}
+    features = {m: np.stack([outputs[m][i][1] for i in ids]) for m in heads.feature_models}
+    return {
+        i: [{"image_id": i, "finding": name, "model_version": heads.version, **found} for name, found in per.items()]
+        for i, per in zip(ids, heads.served_findings(features))
+    }
+
+
 def score(
-    models: Mapping[str, LoadedModel], ensemble: Ensemble, decoded: dict[int, Decoded], errors: dict[int, str]
-) -> dict[int, list[dict]]:
-    """Prediction rows (one per model plus the ensemble) by image id; a model failure goes into `errors`."""
+    models: Mapping[str, LoadedModel],
+    ensemble: Ensemble,
+    decoded: dict[int, Decoded],
+    errors: dict[int, str],
+    findings: FindingHeads | None = None,
+) -> Scores:
+    """Prediction rows (one per model plus the ensemble) and finding rows by image id; a model failure goes
+    into `errors`. Findings need every one of the heads' feature models among `models`."""
     ok = [i for i in decoded if i not in errors]
     with metrics.batch_stage("inference"):
-        probabilities = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
-    rows: dict[int, list[dict]] = {}
+        outputs = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
+    scores = Scores()
     for i in ok:
         if i in errors:
             continue
-        per_model = {name: probabilities[name][i] for name in models}
-        rows[i] = [
+        per_model = {name: outputs[name][i][0] for name in models}
+        rows = [
             _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold)
             for name, p in per_model.items()
         ]
         p = float(ensemble.combine({m: np.array([per_model[m]]) for m in ensemble.members})[0])
-        rows[i].append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
-    return rows
+        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
+        scores.predictions[i] = rows
+    if findings is not None and set(findings.feature_models) <= set(models):
+        scores.findings = _finding_rows(findings, outputs, list(scores.predictions))
+    return scores
