@@ -12,7 +12,8 @@ import pytest
 
 from models.registry import WEIGHTS_DIR
 from training.data import load_records, write_split
-from training.source_probe import PIXELS, SCOPES, fit_probe
+from training.source_probe import DISEASE_ONLY, PIXELS, SCOPES, fit_probe
+from training.tried_card import SOURCE_PROBE_JSON, UPSAMPLED_CHECK_JSON, tried_section
 from training.upsampled_check import decide, paired_auc_difference_ci
 
 MINI = Path(__file__).parent / "data" / "nih-mini"
@@ -22,8 +23,8 @@ def planted_sources(rng: np.random.Generator, n: int, informative: bool) -> tupl
     sources = rng.choice(np.array(["github:a/one", "github:b/two", "github:c/three"]), n)
     features = rng.normal(size=(n, 8))
     if informative:
-        features[:, 0] += 4.0 * (sources == "github:b/two")
-        features[:, 1] += 4.0 * (sources == "github:c/three")
+        features[:, 0] += 6.0 * (sources == "github:b/two")
+        features[:, 1] += 6.0 * (sources == "github:c/three")
     return features, sources
 
 
@@ -37,7 +38,8 @@ def test_the_probe_finds_a_planted_source_and_not_one_that_is_absent(informative
     assert result["majority_source"] == majority
     assert result["majority_baseline"] == pytest.approx(np.mean(splits["test"][1] == majority))
     if informative:
-        assert result["test_accuracy"] > 0.9 > result["majority_baseline"]
+        assert result["test_accuracy_ci95"][0] > 0.9 > result["majority_baseline"]
+        assert min(result["test_recall_per_source"].values()) > 0.8
     else:
         assert result["test_accuracy"] < result["majority_baseline"] + 0.1
 
@@ -51,7 +53,8 @@ def test_the_probe_needs_two_sources_in_train() -> None:
 def test_source_probe_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
     from training.source_probe import main
 
-    output = tmp_path / "probe.json"
+    assert tried_section("cnn", tmp_path) == ""  # nothing measured, nothing said
+    output = tmp_path / SOURCE_PROBE_JSON
     split = tmp_path / "split.csv"
     main(
         ["--data", str(MINI), "--models", "cnn", "--split-file", str(split), "--min-source-images", "10"]
@@ -59,16 +62,23 @@ def test_source_probe_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
     )
     result = json.loads(output.read_text())
     assert result["left_out"] == ["github:samadon1/radSIM"]  # 9 images, under 10
-    assert set(result["probes"]) == {"cnn", PIXELS} and set(result["probes"]["cnn"]) == set(SCOPES)
+    assert set(result["probes"]) == {"cnn", "cnn" + DISEASE_ONLY, PIXELS} and set(result["probes"]["cnn"]) == set(
+        SCOPES
+    )
     all_images = result["probes"]["cnn"]["all images"]
     assert all_images is not None and set(all_images["sources_test"]) <= {
         "github:dinbe0527/kcr2019d1",
         "github:muhammedtalo/COVID-19",
     }
-    assert 0.0 <= all_images["test_accuracy"] <= 1.0
+    low, high = all_images["test_accuracy_ci95"]
+    assert 0.0 <= low <= all_images["test_accuracy"] <= high <= 1.0
+    assert set(all_images["test_recall_per_source"]) == set(all_images["sources_test"])
     assert result["probes"]["cnn"]["native resolution"] is None  # one source left among native images
     printed = capsys.readouterr().out
-    assert printed.count("| `cnn` |") == 1 and "majority" in printed
+    assert printed.count("| `cnn` |") == printed.count("| `cnn` disease logit only |") == 1 and "majority" in printed
+    section = tried_section("cnn", tmp_path)
+    assert section.startswith("\n## What we tried\n") and "**Source probe**" in section and "| `cnn` |" in section
+    assert "Without the 721" not in section
 
 
 def test_the_paired_difference_is_zero_for_one_model_and_positive_for_a_better_one() -> None:
@@ -116,7 +126,7 @@ def test_upsampled_check_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
     candidate = tmp_path / "without"
     card = train("cnn", MINI, split_file=split, output_dir=candidate, epochs=1, exclude_upsampled=True)
     assert card["data"]["exclude_upsampled"] and card["data"]["splits"]["train"]["upsampled_from_64px"] == 0
-    output = tmp_path / "check.json"
+    output = tmp_path / UPSAMPLED_CHECK_JSON
     main(
         ["--data", str(MINI), "--candidate", str(candidate), "--split-file", str(split), "--with-test"]
         + ["--output", str(output)]
@@ -131,3 +141,6 @@ def test_upsampled_check_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
     assert result["test_information_only"]["native resolution"]["n"] == 0
     printed = capsys.readouterr().out
     assert printed.index("Decision:") < printed.index("Test (information only")
+    section = tried_section("unet", tmp_path)
+    assert f"Decision (validation only): {result['decision']['verdict']} the upsampled images" in section
+    assert section.index("Decision (validation only)") < section.index("Test split, as information only")

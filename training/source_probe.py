@@ -6,13 +6,15 @@
 For each model, a scikit-learn logistic regression on the standardised `pooled_features` (the input of the
 model's final Dense layer, as the findings heads read them) predicts each image's `source` from sources.csv.
 It is fitted on the train split of the committed patient-wise split, its C is chosen on validation accuracy,
-and it is measured once on the test split: accuracy against the majority-class baseline (always answering the
-train split's most common source). Three scopes: all images; native-resolution images only (the 64-px
-upsampled source drops out); native-resolution disease images only (the label no longer tells the sources
-apart). Sources with fewer than `min_source_images` images are left out. A reference row does the same on the
-image itself (the 128-px input averaged down to 16x16 pixels), to show how visible the source is without any
-model. High probe accuracy means the features encode where an image came from, a shortcut the disease head can
-use; it does not by itself show that the head does.
+and it is measured once on the test split: accuracy (with a 95% bootstrap CI, and the share of each source's
+images recognised) against the majority-class baseline (always answering the train split's most common source).
+Three scopes: all images; native-resolution images only (the 64-px upsampled source drops out);
+native-resolution disease images only (the label no longer tells the sources apart). Sources with fewer than
+`min_source_images` images are left out. A reference row does the same on the image itself (the 128-px input
+averaged down to 16x16 pixels), to show how visible the source is without any model, and a control row per
+model reads only its disease logit: what the features tell beyond that row is more than the disease. High probe
+accuracy means the features encode where an image came from, a shortcut the disease head can use; it does not by
+itself show that the head does.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from training.train import CACHE_DIR, DEFAULT_SPLIT
 log = logging.getLogger("training.source_probe")
 
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+BOOTSTRAP_ROUNDS = 1000
 MIN_SOURCE_IMAGES = 50
 PIXELS = "pixels (16x16)"
+DISEASE_ONLY = " disease logit only"
 SPLITS = ("train", "validation", "test")
 SCOPES = {
     "all images": lambda r: True,
@@ -44,12 +48,18 @@ SCOPES = {
 }
 
 
-def model_features(data_dir: Path, records: list[Record], name: str, weights_dir: Path) -> np.ndarray:
-    """The frozen pooled features of one trained model for `records`, on the reference (Keras) runtime."""
+def model_features(data_dir: Path, records: list[Record], name: str, weights_dir: Path) -> dict[str, np.ndarray]:
+    """One trained model's frozen pooled features for `records`, and (as a control) its disease logit alone,
+    from the same forward pass on the reference (Keras) runtime."""
     model = load_model(name, weights_dir)
     x, _ = load_arrays(data_dir, records, model.input_size, model.channels, CACHE_DIR)
-    chunks = [model.predict_all(x[i : i + 64])[FEATURES_OUTPUT] for i in range(0, len(x), 64)]
-    return np.concatenate(chunks).reshape(len(records), -1).astype(np.float64)
+    pooled, logits = [], []
+    for start in range(0, len(x), 64):
+        outputs = model.predict_all(x[start : start + 64])
+        pooled.append(outputs[FEATURES_OUTPUT].reshape(len(outputs[FEATURES_OUTPUT]), -1))
+        raw = np.clip(model.raw_probabilities(outputs).astype(np.float64), 1e-7, 1 - 1e-7)
+        logits.append(np.log(raw / (1 - raw)))
+    return {name: np.concatenate(pooled).astype(np.float64), name + DISEASE_ONLY: np.concatenate(logits)[:, None]}
 
 
 def pixel_features(data_dir: Path, records: list[Record], size: int = 128, block: int = 8) -> np.ndarray:
@@ -75,12 +85,17 @@ def fit_probe(features: dict[str, np.ndarray], sources: dict[str, np.ndarray], c
     predicted = fit(best_c).predict(x["test"])
     majority = Counter(sources["train"]).most_common(1)[0][0]
     truth = sources["test"]
+    correct = (predicted == truth).astype(float)
+    resampled = np.random.default_rng(0).integers(0, len(truth), (BOOTSTRAP_ROUNDS, len(truth)))
+    low, high = np.percentile(correct[resampled].mean(axis=1), [2.5, 97.5])
     return {
         "n_test": int(len(truth)),
         "sources_test": dict(Counter(truth.tolist())),
         "c": best_c,
         "validation_accuracy": float(validation_accuracy),
         "test_accuracy": float(accuracy_score(truth, predicted)),
+        "test_accuracy_ci95": [float(low), float(high)],
+        "test_recall_per_source": {str(src): float(correct[truth == src].mean()) for src in sorted(set(truth))},
         "majority_source": str(majority),
         "majority_baseline": float(np.mean(truth == majority)),
     }
@@ -101,7 +116,9 @@ def run_source_probe(
     records = [r for r in all_records if r.source in kept]
     split_of = np.array([assignment[r.image] for r in records])
     source_of = np.array([r.source for r in records])
-    feature_sets = {name: model_features(data_dir, records, name, weights_dir) for name in model_names}
+    feature_sets = {}
+    for name in model_names:
+        feature_sets |= model_features(data_dir, records, name, weights_dir)
     feature_sets[PIXELS] = pixel_features(data_dir, records)
     probes: dict[str, dict] = {}
     for features_name, features in feature_sets.items():
@@ -136,10 +153,16 @@ def probe_table(result: dict) -> str:
     lines = ["| features | " + " | ".join(scopes) + " |", "|---" * (len(scopes) + 1) + "|"]
     for features_name, per_scope in result["probes"].items():
         cells = [
-            "n/a" if m is None else f"{m['test_accuracy']:.3f} (majority {m['majority_baseline']:.3f})"
+            "n/a"
+            if m is None
+            else f"{m['test_accuracy']:.3f} [{m['test_accuracy_ci95'][0]:.3f}, "
+            f"{m['test_accuracy_ci95'][1]:.3f}] (majority {m['majority_baseline']:.3f})"
             for m in (per_scope[s] for s in scopes)
         ]
-        label = features_name if features_name == PIXELS else f"`{features_name}`"
+        label = features_name
+        if features_name != PIXELS:
+            base = features_name.removesuffix(DISEASE_ONLY)
+            label = f"`{base}`" + features_name[len(base) :]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = next(iter(result["probes"].values()))
     described = [f"{s}: {first[s]['n_test']} ({_sources_cell(first[s])})" for s in scopes if first[s]]
