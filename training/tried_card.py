@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.source_probe import probe_table
+from training.source_probe import DISEASE_ONLY, SCOPES, probe_table
 from training.upsampled_check import comparison_table
 
 SOURCE_PROBE_JSON = "source_probe.json"
@@ -28,14 +28,21 @@ def tried_section(name: str, weights_dir: Path) -> str:
 
 
 def probe_text(name: str, probe: dict) -> str:
-    own = probe["probes"].get(name)
+    own, control = probe["probes"].get(name), probe["probes"].get(name + DISEASE_ONLY)
     reading = ""
-    if own and own["all images"] and own["native resolution"]:
-        every, native = own["all images"], own["native resolution"]
+    if own and control and all(own[s] and control[s] for s in SCOPES):
+        every, native, native_disease = (own[s] for s in SCOPES)
+        low, high = native_disease["test_accuracy_ci95"]
         reading = (
-            f" This model's features tell the source {every['test_accuracy']:.0%} of the time on all test images "
-            f"(always guessing the commonest source: {every['majority_baseline']:.0%}) and "
-            f"{native['test_accuracy']:.0%} on native-resolution ones ({native['majority_baseline']:.0%})."
+            f" This model's features tell the source in {every['test_accuracy']:.0%} of all test images (its "
+            f"disease logit alone: {control['all images']['test_accuracy']:.0%}; always guessing the commonest "
+            f"source: {every['majority_baseline']:.0%}), in {native['test_accuracy']:.0%} of native-resolution ones "
+            f"(disease logit alone {control['native resolution']['test_accuracy']:.0%}, baseline "
+            f"{native['majority_baseline']:.0%}), and in {native_disease['test_accuracy']:.0%} [{low:.0%}, "
+            f"{high:.0%}] of native-resolution disease images (baseline {native_disease['majority_baseline']:.0%})."
+            " Where the features beat their own disease logit they hold source information beyond the disease"
+            " (on all images: the 64-px upsampling); where they do not, the sources differ by their disease rate"
+            " (one native source has only disease images)."
         )
     left_out = ", ".join(f"`{s.removeprefix('github:')}`" for s in probe["left_out"]) or "none"
     return (
@@ -45,7 +52,7 @@ def probe_text(name: str, probe: dict) -> str:
         f"Sources under {probe['min_source_images']} images left out: {left_out}.{reading} Accuracy above the "
         "baseline means the features encode where an image came from, a shortcut the disease head can use (it "
         "does not show that it does). The pixel row is the same probe on the image averaged to 16x16, without "
-        "any model.\n\n" + probe_table(probe)
+        "any model; each model's disease-logit row reads only its disease output.\n\n" + probe_table(probe)
     )
 
 
@@ -57,7 +64,9 @@ def check_text(check: dict) -> str:
         f"of {baseline['train_images']}; {candidate['epochs_run']} epochs, best {candidate['best_epoch']}, "
         f"stopped by {candidate['stopped_by']}, {candidate['minutes']} min on {candidate['machine']}) against the "
         f"served `{check['model']}`, both evaluated by `training.evaluate` on the same validation images "
-        "(difference = without minus served, paired bootstrap 95% CI):\n\n"
+        "(difference = without minus served, paired bootstrap 95% CI). The served model's epoch was chosen on all "
+        "validation images, the candidate's on the native ones (all it had), which favours the candidate on the "
+        "deciding row:\n\n"
         + comparison_table(check["validation"])
         + f"\n**Decision (validation only): {decision['verdict']} the upsampled images** — {decision['reason']}. "
         "The served weights were not replaced.\n"
