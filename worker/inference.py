@@ -81,7 +81,7 @@ def predict_batch(
 
     for image_id, found in decoded.items():
         found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
-    scores = score(models, ensemble, decoded, errors, findings)
+    scores = score(models, ensemble, decoded, errors, findings, settings.prevalence)
     with metrics.batch_stage("db_write"):
         return _store(session, image_ids, decoded, errors, scores, outcome)
 

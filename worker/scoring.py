@@ -14,6 +14,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
 from models.findings import FindingHeads
+from models.prevalence import PriorShift
 from models.registry import Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
@@ -55,14 +56,19 @@ def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decode
     return results
 
 
-def _row(image_id: int, name: str, version: str, probability: float, label: str, threshold: float) -> dict:
+def _row(
+    image_id: int, name: str, version: str, probability: float, label: str, threshold: float, shift: PriorShift
+) -> dict:
+    """A prediction row at the shift's target prevalence; the label was decided before the shift, which moves
+    probability and threshold alike and so cannot change it."""
     return {
         "image_id": image_id,
         "model_name": name,
         "model_version": version,
-        "probability": probability,
+        "probability": float(shift(probability)),
         "label": label,
-        "threshold": threshold,
+        "threshold": float(shift(threshold)),
+        "prevalence": shift.target,
     }
 
 
@@ -82,23 +88,28 @@ def score(
     decoded: dict[int, Decoded],
     errors: dict[int, str],
     findings: FindingHeads | None = None,
+    prevalence: float | None = None,
 ) -> Scores:
     """Prediction rows (one per model plus the ensemble) and finding rows by image id; a model failure goes
-    into `errors`. Findings need every one of the heads' feature models among `models`."""
+    into `errors`. Findings need every one of the heads' feature models among `models`. Model and ensemble
+    probabilities and thresholds are shifted to `prevalence` (None: each model's trained prevalence)."""
     ok = [i for i in decoded if i not in errors]
     with metrics.batch_stage("inference"):
         outputs = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
     scores = Scores()
+    shifts = {name: PriorShift.to(prevalence, model.trained_prevalence) for name, model in models.items()}
+    ensemble_shift = PriorShift.to(prevalence, ensemble.trained_prevalence)
     for i in ok:
         if i in errors:
             continue
         per_model = {name: outputs[name][i][0] for name in models}
         rows = [
-            _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold)
+            _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold, shifts[name])
             for name, p in per_model.items()
         ]
-        p = float(ensemble.combine({m: np.array([per_model[m]]) for m in ensemble.members})[0])
-        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
+        members = {m: np.array([per_model[m]]) for m in ensemble.members}
+        p, label = float(ensemble.combine(members)[0]), ensemble.labels(members)[0]
+        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, label, ensemble.threshold, ensemble_shift))
         scores.predictions[i] = rows
     if findings is not None and set(findings.feature_models) <= set(models):
         scores.findings = _finding_rows(findings, outputs, list(scores.predictions))
