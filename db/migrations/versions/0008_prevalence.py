@@ -1,0 +1,28 @@
+"""The prevalence each prediction's probability and threshold are expressed at (RADBATCH_PREVALENCE).
+
+Revision ID: 0008_prevalence
+Revises: 0007_findings
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008_prevalence"
+down_revision: str | None = "0007_findings"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.add_column(sa.Column("prevalence", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("predictions") as batch:
+        batch.drop_column("prevalence")
