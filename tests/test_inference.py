@@ -204,3 +204,18 @@ def test_a_worker_with_a_prevalence_stores_shifted_probabilities_and_says_which(
         shift = PriorShift(trained=trained[name], target=0.2)
         assert after[2] == pytest.approx(float(shift(probability)), rel=1e-5) and after[2] < probability
         assert after[3] == pytest.approx(float(shift(threshold)), rel=1e-9)
+    heads = loaded_models.findings
+    assert heads is not None
+
+    def findings(ids: list[int]) -> list[tuple]:
+        with session_scope(sessions) as session:
+            rows = session.scalars(select(FindingPrediction).where(FindingPrediction.image_id.in_(ids)))
+            return sorted((ids.index(f.image_id), f.finding, f.probability, f.label, f.prevalence) for f in rows)
+
+    before, after = findings(at_training), findings(at_site)
+    assert len(before) == len(after) == 4 * len(heads.served)
+    for (position, name, probability, label, prevalence), shifted in zip(before, after, strict=True):
+        shift = heads.shift(heads.findings.index(name), 0.2)
+        assert prevalence == pytest.approx(shift.trained) and shifted[4] == pytest.approx(shift.target)
+        assert shifted[:2] == (position, name) and shifted[3] == label
+        assert shifted[2] == pytest.approx(float(shift(probability)), rel=1e-5)

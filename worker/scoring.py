@@ -72,13 +72,15 @@ def _row(
     }
 
 
-def _finding_rows(heads: FindingHeads, outputs: dict[str, dict], ids: list[int]) -> dict[int, list[dict]]:
+def _finding_rows(
+    heads: FindingHeads, outputs: dict[str, dict], ids: list[int], prevalence: float | None
+) -> dict[int, list[dict]]:
     if not ids:
         return {}
     features = {m: np.stack([outputs[m][i][1] for i in ids]) for m in heads.feature_models}
     return {
         i: [{"image_id": i, "finding": name, "model_version": heads.version, **found} for name, found in per.items()]
-        for i, per in zip(ids, heads.served_findings(features))
+        for i, per in zip(ids, heads.served_findings(features, prevalence))
     }
 
 
@@ -112,5 +114,5 @@ def score(
         rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, label, ensemble.threshold, ensemble_shift))
         scores.predictions[i] = rows
     if findings is not None and set(findings.feature_models) <= set(models):
-        scores.findings = _finding_rows(findings, outputs, list(scores.predictions))
+        scores.findings = _finding_rows(findings, outputs, list(scores.predictions), prevalence)
     return scores

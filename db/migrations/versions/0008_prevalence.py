@@ -1,4 +1,4 @@
-"""The prevalence each prediction's probability and threshold are expressed at (RADBATCH_PREVALENCE).
+"""The prevalence each prediction's and finding's probability and threshold are expressed at (RADBATCH_PREVALENCE).
 
 Revision ID: 0008_prevalence
 Revises: 0007_findings
@@ -18,11 +18,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+TABLES = ("predictions", "findings")
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("predictions") as batch:
-        batch.add_column(sa.Column("prevalence", sa.Float(), nullable=True))
+    for table in TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("prevalence", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("predictions") as batch:
-        batch.drop_column("prevalence")
+    for table in TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("prevalence")
