@@ -21,13 +21,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models import gradcam
 from models.calibration import PlattScaling
 from models.runtime import Runner, make_runner
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
-DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
+DISEASE_OUTPUT = gradcam.DISEASE_OUTPUT  # in a model with several outputs, the one holding the disease probability
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -88,26 +89,42 @@ class LoadedModel:
     card: dict
     runner: Runner
     keras_model: Any = None  # None when the ONNX runtime loaded a cached file without building the Keras model
+    head: gradcam.DenseHead | None = None  # the dense head after the pooled features, for Grad-CAM
 
     @property
     def runtime(self) -> str:
         return self.runner.runtime
 
+    @property
+    def has_heatmaps(self) -> bool:
+        return self.head is not None
+
     def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
         return self.runner(batch)
 
+    def raw_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Uncalibrated disease probabilities from `predict_all`'s outputs: the output named DISEASE_OUTPUT if
+        the model has one, else its first output."""
+        names = self.runner.output_names
+        return outputs[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels): the output named
-        DISEASE_OUTPUT if the model has one, else its first output."""
+        """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels)."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
-        names = self.runner.output_names
-        return self.runner(batch)[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+        return self.raw_probabilities(self.runner(batch))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of disease."""
         return self.calibration(self.predict_raw(batch))
+
+    def heatmaps(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Grad-CAM of the disease logit from `predict_all`'s outputs: (n, size, size) on the padded input square
+        (models/gradcam.py)."""
+        if self.head is None:
+            raise gradcam.HeatmapError(f"model {self.name!r} has no heat maps")
+        return gradcam.heatmaps(outputs, self.head, self.input_size)
 
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"
@@ -121,6 +138,12 @@ def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
     return keras_model
 
 
+def serving_keras(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The model as every runtime serves it: for a model with heat maps, the disease probability plus the
+    feature maps Grad-CAM needs (models/gradcam.py); otherwise the trained model itself."""
+    return gradcam.serving_model(name, keras_with_weights(name, weights_dir))
+
+
 def load_model(
     name: str,
     weights_dir: Path = WEIGHTS_DIR,
@@ -132,8 +155,9 @@ def load_model(
     card = read_card(name, weights_dir)
     size, channels = input_spec(name)
     runner, keras_model = make_runner(
-        runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
+        runtime, lambda: serving_keras(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
     )
+    head = gradcam.read_head(name, weights_dir / name / "weights.npz") if name in gradcam.HEADS else None
     return LoadedModel(
         name=name,
         version=card["version"],
@@ -144,6 +168,7 @@ def load_model(
         card=card,
         runner=runner,
         keras_model=keras_model,
+        head=head,
     )
 
 

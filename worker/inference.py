@@ -1,12 +1,12 @@
 """Predict one batch of images: a plain function of a session, the loaded models and the settings.
 
-Read (worker.reading) -> score (worker.scoring) -> store (here). `predict_batch` is idempotent, image by
-image, on SQLite and PostgreSQL alike: images already finished, or in a cancelled job, are skipped; each
-image is stored only if a conditional UPDATE still finds it unfinished (so of two deliveries racing on it,
-exactly one stores it), and its predictions are inserted with ON CONFLICT DO NOTHING on (image, model). A
-duplicate delivery therefore never rolls back its batch-mates. The slow part (decoding and the models) runs
-outside any transaction; the results, the image statuses and the job counters are then written in one
-transaction, which the caller commits.
+Read (worker.reading) -> score (worker.scoring) -> heat maps (worker.heatmaps) -> store (here).
+`predict_batch` is idempotent, image by image, on SQLite and PostgreSQL alike: images already finished, or
+in a cancelled job, are skipped; each image is stored only if a conditional UPDATE still finds it unfinished
+(so of two deliveries racing on it, exactly one stores it), and its predictions are inserted with ON
+CONFLICT DO NOTHING on (image, model). A duplicate delivery therefore never rolls back its batch-mates. The
+slow part (decoding, the models and the heat maps) runs outside any transaction; the results, the image
+statuses and the job counters are then written in one transaction, which the caller commits.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
 from worker import metrics
+from worker.heatmaps import write_heatmaps
 from worker.reading import Decoded, read_images
 from worker.scoring import score
 
@@ -73,9 +74,12 @@ def predict_batch(
     decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
     session.rollback()  # end the read-only transaction before the slow part
 
-    rows = score(models, ensemble, decoded, errors)
+    scored = score(models, ensemble, decoded, errors, keep_outputs=settings.heatmaps)
+    if scored.outputs:
+        with metrics.batch_stage("heatmaps"):
+            write_heatmaps(models, scored.outputs, decoded, errors, settings)
     with metrics.batch_stage("db_write"):
-        return _store(session, image_ids, decoded, errors, rows, outcome)
+        return _store(session, image_ids, decoded, errors, scored.rows, outcome)
 
 
 def _insert_ignoring_duplicates(session: Session):

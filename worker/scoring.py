@@ -1,9 +1,11 @@
-"""Run the served models and the ensemble on a batch of decoded images and shape the prediction rows."""
+"""Run the served models and the ensemble on a batch of decoded images and shape the prediction rows; keep the
+models' other outputs (the feature maps for heat maps) when asked."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -17,27 +19,40 @@ log = logging.getLogger(__name__)
 ENSEMBLE_NAME = "ensemble"
 
 
-def _probabilities(model: LoadedModel, ids: list[int], decoded: dict[int, Decoded], errors: dict[int, str]) -> dict:
-    """Calibrated probabilities by image id; if the batch fails, retry one by one to isolate the culprit."""
+@dataclass
+class ModelOutputs:
+    ids: list[int]  # the images, in the order of the outputs' first axis
+    outputs: dict[str, np.ndarray]
+
+
+def _stack(model: LoadedModel, ids: list[int], decoded: dict[int, Decoded]) -> np.ndarray:
+    return np.stack([decoded[i].inputs[model.name] for i in ids])
+
+
+def _run(
+    model: LoadedModel, ids: list[int], decoded: dict[int, Decoded], errors: dict[int, str]
+) -> tuple[list[int], dict[str, np.ndarray]]:
+    """Every output of the model for the images it could predict (those ids, in order); if the batch fails,
+    retry one by one to isolate the culprit, whose error goes into `errors`."""
     if not ids:
-        return {}
+        return [], {}
     try:
-        probabilities = model.predict(np.stack([decoded[i].inputs[model.name] for i in ids]))
-        return {i: float(p) for i, p in zip(ids, probabilities)}
+        return ids, model.predict_all(_stack(model, ids, decoded))
     except SoftTimeLimitExceeded:
         raise  # out of time: the task retries the images one by one
     except Exception:  # noqa: BLE001 - a model failure must not lose the whole batch
         log.exception("model %s failed on a batch of %d; retrying image by image", model.name, len(ids))
-    results = {}
+    done, parts = [], []
     for i in ids:
         try:
-            results[i] = float(model.predict(decoded[i].inputs[model.name][None])[0])
+            parts.append(model.predict_all(_stack(model, [i], decoded)))
+            done.append(i)
         except SoftTimeLimitExceeded:
             raise
         except Exception as error:  # noqa: BLE001
             log.exception("model %s failed on image %d", model.name, i)
             errors[i] = f"model {model.name} failed: {type(error).__name__}: {error}"
-    return results
+    return done, {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
 def _row(image_id: int, name: str, version: str, probability: float, label: str, threshold: float) -> dict:
@@ -51,13 +66,31 @@ def _row(image_id: int, name: str, version: str, probability: float, label: str,
     }
 
 
+@dataclass
+class Scored:
+    rows: dict[int, list[dict]]  # image id -> one prediction row per model plus the ensemble
+    outputs: dict[str, ModelOutputs]  # model name -> its outputs, for the models that draw heat maps
+
+
 def score(
-    models: Mapping[str, LoadedModel], ensemble: Ensemble, decoded: dict[int, Decoded], errors: dict[int, str]
-) -> dict[int, list[dict]]:
-    """Prediction rows (one per model plus the ensemble) by image id; a model failure goes into `errors`."""
+    models: Mapping[str, LoadedModel],
+    ensemble: Ensemble,
+    decoded: dict[int, Decoded],
+    errors: dict[int, str],
+    keep_outputs: bool = False,
+) -> Scored:
+    """Prediction rows (one per model plus the ensemble) by image id; a model failure goes into `errors`.
+    With `keep_outputs`, every output of the models that have heat maps is kept for them."""
     ok = [i for i in decoded if i not in errors]
+    probabilities: dict[str, dict[int, float]] = {}
+    kept: dict[str, ModelOutputs] = {}
     with metrics.batch_stage("inference"):
-        probabilities = {name: _probabilities(model, ok, decoded, errors) for name, model in models.items()}
+        for name, model in models.items():
+            ids, outputs = _run(model, ok, decoded, errors)
+            found = model.calibration(model.raw_probabilities(outputs)) if ids else []
+            probabilities[name] = {i: float(p) for i, p in zip(ids, found)}
+            if keep_outputs and model.has_heatmaps and ids:
+                kept[name] = ModelOutputs(ids, outputs)
     rows: dict[int, list[dict]] = {}
     for i in ok:
         if i in errors:
@@ -69,4 +102,4 @@ def score(
         ]
         p = float(ensemble.combine({m: np.array([per_model[m]]) for m in ensemble.members})[0])
         rows[i].append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
-    return rows
+    return Scored(rows, kept)
