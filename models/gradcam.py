@@ -139,12 +139,12 @@ def serving_model(name: str, keras_model: Any) -> Any:
     import keras
 
     outputs = {DISEASE_OUTPUT: keras_model.outputs[0]}
-    for i, tensor in enumerate(_gap_inputs(keras_model.outputs[0])):
+    for i, tensor in enumerate(gap_inputs(keras_model.outputs[0])):
         outputs[f"{FEATURE_PREFIX}{i}"] = tensor
     return keras.Model(keras_model.inputs[0], outputs, name=keras_model.name)
 
 
-def _gap_inputs(tensor: Any) -> list[Any]:
+def gap_inputs(tensor: Any) -> list[Any]:
     """The tensors that feed the GAPs a head reads, walking back from its output through Dense, Dropout and
     Concatenate layers."""
     from keras import layers
@@ -153,7 +153,7 @@ def _gap_inputs(tensor: Any) -> list[Any]:
     if isinstance(layer, layers.GlobalAveragePooling2D):
         return [layer.input]
     if isinstance(layer, layers.Concatenate):
-        return [found for part in layer.input for found in _gap_inputs(part)]
+        return [found for part in layer.input for found in gap_inputs(part)]
     if isinstance(layer, (layers.Dense, layers.Dropout)):
-        return _gap_inputs(layer.input)
+        return gap_inputs(layer.input)
     raise HeatmapError(f"the head reaches a {type(layer).__name__} layer before any global average pooling")

@@ -1,6 +1,7 @@
-"""Inference runtimes (models/runtime.py): every compiled runtime gives the Keras probabilities within 1e-4 on
-real X-rays for all four trained models; the ONNX export keeps every output, is reproducible and is cached by
-content. No timing here: speed is the benchmark's business (benchmarks/runtimes.py)."""
+"""Inference runtimes (models/runtime.py): every compiled runtime gives the Keras probabilities (and the cnn's and
+unet's feature maps for heat maps) within 1e-4 on real X-rays for all four trained models; the ONNX export keeps
+every output, is reproducible and is cached by content. No timing here: speed is the benchmark's business
+(benchmarks/runtimes.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
 from worker.runtime import check_weights
 
 TOLERANCE = 1e-4
+SERVED_OUTPUTS = {
+    "cnn": ["disease", "features_0"],
+    "unet": ["disease", "features_0", "features_1", "features_2", "features_3"],
+    "seed-cnn": ["output_0"],
+    "seed-unet": ["output_0"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +50,9 @@ def test_every_runtime_gives_the_keras_probabilities(name: str, onnx_cache: Path
         assert model.runtime == runtime
         np.testing.assert_allclose(model.predict(batch), expected, atol=TOLERANCE, rtol=0, err_msg=runtime)
         outputs = model.predict_all(batch)
-        assert list(outputs) == list(expected_all) == ["output_0"], runtime
-        np.testing.assert_allclose(outputs["output_0"], expected_all["output_0"], atol=TOLERANCE, rtol=0)
+        assert list(outputs) == list(expected_all) == SERVED_OUTPUTS[name], runtime
+        for output in outputs:  # the probability, and the feature maps the heat maps are drawn from
+            np.testing.assert_allclose(outputs[output], expected_all[output], atol=TOLERANCE, rtol=0, err_msg=output)
         # Batches of any size, including one image, go through the same compiled program or graph.
         np.testing.assert_allclose(model.predict(batch[:1]), expected[:1], atol=TOLERANCE, rtol=0, err_msg=runtime)
 
