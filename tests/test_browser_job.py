@@ -214,7 +214,7 @@ def test_viewer_heatmap_overlay_from_the_worker(browser: BrowserSession, finishe
     assert overlay.evaluate("(image) => image.style.opacity") == "0.8"
     browser.shot("heatmap-cnn", full_page=False)
     cnn_source = overlay.get_attribute("src")
-    page.get_by_label("Model").select_option("unet")
+    page.locator("#heatmap-model").select_option("unet")
     page.wait_for_function(
         "(before) => { const img = document.querySelector('img.heatmap'); return img.src !== before && img.complete; }",
         arg=cnn_source,
