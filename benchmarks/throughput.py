@@ -8,7 +8,8 @@ For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DIC
    predicted; scrapes the worker's metrics endpoint before and after, for its per-stage times.
 2. Sends single-image jobs one after another and takes the median time from upload to result.
 3. In this process, times the raw path (benchmarks/raw.py) on the same files: the compiled runtime
-   (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch.
+   (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch; and the cost of heat
+   maps: each batch on the compiled runtime without and with Grad-CAM drawn and written, alternating.
 Prints the ratios, all measured in this one run. DICOM goes through the API only once the server decodes
 DICOM; until then the dicom corpus measures the raw path alone and says so.
 """
@@ -31,7 +32,7 @@ from benchmarks import raw, stages
 from settings import Settings
 from worker.reading import decode_threads
 
-GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150}
+GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150, "heatmaps_vs_none": 0.8}
 
 
 def push_through_api(url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float) -> dict:
@@ -116,15 +117,22 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
         if label == "compiled":
             single = raw.single_image_times(files.paths[: args.single], models, decode)
             result["raw_single_p50_ms"] = 1000 * float(np.median(single))
+            folder = workdir / name / "heatmaps"
+            result["heatmap_cost"] = raw.heatmap_cost(files.paths, models, args.batch_size, pool, decode, folder)
     pool.shutdown()
     return result | {"ratios": ratios(result, model_names)}
 
 
 def ratios(result: dict, model_names: list[str]) -> dict:
-    compiled, eager = result["raw_compiled"], result["raw_eager"]
+    compiled, eager, heat = result["raw_compiled"], result["raw_eager"], result["heatmap_cost"]
     found = {"compiled_vs_eager_raw": eager["total_s"] / compiled["total_s"]}
+    without_s = heat["prepare_s"] + heat["plain_s"]
+    found["heatmaps_vs_none_raw"] = without_s / (heat["prepare_s"] + heat["with_s"] + heat["heatmaps_s"])
     for model in model_names:
         found[f"compiled_vs_eager_{model}"] = eager["inference_s"][model] / compiled["inference_s"][model]
+    if result["api"] and result["stages"].get("heatmaps_ms"):
+        stages_ms = result["stages"]
+        found["worker_without_heatmaps_share"] = 1 - stages_ms["heatmaps_ms"] / stages_ms["total_ms"]
     if result["api"]:
         found["end_to_end_vs_compiled_raw"] = compiled["total_s"] / result["api"]["total_s"]
         found["single_job_overhead_ms"] = result["single_job_p50_ms"] - result["raw_single_p50_ms"]
@@ -158,9 +166,16 @@ def print_table(result: dict, args) -> None:
             for m, s in compiled["inference_s"].items()
         )
     )
+    heat = result["heatmap_cost"]
+    print(
+        f"heat maps, raw, ms/image (same batches, alternating): prepare {1000 * heat['prepare_s'] / n:.2f}, "
+        f"inference without {1000 * heat['plain_s'] / n:.2f}, with all outputs {1000 * heat['with_s'] / n:.2f}, "
+        f"Grad-CAM + PNG {1000 * heat['heatmaps_s'] / n:.2f}"
+    )
     if api:
         s = result["stages"]
-        names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "db_write", "commit", "total"]
+        names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "heatmaps", "db_write"]
+        names += ["commit", "total"]
         print("worker stages, ms/image: " + ", ".join(f"{k} {s[k + '_ms']:.2f}" for k in names if k + "_ms" in s))
         print(f"queue wait: {s.get('queue_wait_s_per_batch', float('nan')):.2f} s per batch (since its newest upload)")
         print(
@@ -173,6 +188,10 @@ def print_table(result: dict, args) -> None:
         for k, v in r.items()
         if k.startswith("compiled_vs_eager_") and k != "compiled_vs_eager_raw"
     ]
+    checks.append(("with heat maps vs without (raw)", r["heatmaps_vs_none_raw"], GOALS["heatmaps_vs_none"], ">="))
+    if "worker_without_heatmaps_share" in r:
+        share = r["worker_without_heatmaps_share"]
+        checks.append(("worker time not on heat maps", share, GOALS["heatmaps_vs_none"], ">="))
     if api:
         checks.append(("end to end vs compiled raw", r["end_to_end_vs_compiled_raw"], GOALS["end_to_end_vs_raw"], ">="))
         checks.append(

@@ -66,8 +66,8 @@ def _png_response(png: bytes) -> Response:
 
 @bp.get("/images/<int:image_id>/heatmap")
 def heatmap(image_id: int):
-    """The Grad-CAM heat map of one served model for the image (`?model=cnn`), an RGBA PNG with the image's
-    aspect ratio whose alpha is the normalised map; 404 saying why when there is none."""
+    """The Grad-CAM heat map of one served model for the image (`?model=cnn`): an 8-bit palette PNG with the
+    image's aspect ratio whose values are the normalised map (worker/heatmaps.py); 404 saying why when none."""
     image = visible_image_or_404(image_id)
     settings = get_settings()
     model = request.args.get("model", "")
