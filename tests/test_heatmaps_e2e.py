@@ -1,6 +1,7 @@
 """Heat maps end to end: uploaded over HTTP, drawn by the real worker in the same batch as the predictions, served
 by `GET /api/v1/images/<id>/heatmap?model=...`: the image's aspect ratio, not constant, and on an X-ray with a
-synthetic bright blob that raises both models' disease probability, the peak lies on the blob."""
+synthetic bright blob that raises both models' disease probability, the peak lies on the blob; a job created
+with heatmaps=false gets none."""
 
 from __future__ import annotations
 
@@ -94,3 +95,14 @@ def test_no_heat_map_is_a_clear_404(e2e_stack: Stack, heat_job: dict) -> None:
         wrong = get(heat_job["blob.png"]["id"], model)
         assert wrong.status_code == 404 and "choose model= from cnn, unet" in wrong.json()["message"], model
     assert get(999_999_999, "cnn").status_code == 404
+
+
+def test_a_job_without_heat_maps_gets_none(e2e_stack: Stack) -> None:
+    parts = [("files", ("plain.png", (PIPELINE_IMAGES / BLOB_IMAGE).read_bytes(), "image/png"))]
+    response = e2e_stack.api.http.post(f"{e2e_stack.api.base}/jobs", data={"heatmaps": "false"}, files=parts)
+    assert response.status_code == 201 and response.json()["heatmaps"] is False
+    assert e2e_stack.api.wait_finished(response.json()["id"])["done"] == 1
+    (row,) = e2e_stack.api.results(response.json()["id"])
+    assert not list(e2e_stack.settings.heatmap_dir.glob(f"{row['id']}-*.png"))
+    refused = e2e_stack.api.http.get(f"{e2e_stack.api.base}/images/{row['id']}/heatmap", params={"model": "cnn"})
+    assert refused.status_code == 404 and "created without heat maps" in refused.json()["message"]

@@ -84,8 +84,8 @@ def test_heat_map_route_same_access_and_a_reason_when_there_is_none(
     assert waiting.status_code == 404 and waiting.get_json()["message"].endswith("has no heat map: it is queued")
     with session_scope(web_db) as session:
         session.get(Image, image_id).status = ImageStatus.done
-    off = web_client.get(url, headers=alice)
-    assert off.status_code == 404 and "heat maps were off" in off.get_json()["message"]
+    missing = web_client.get(url, headers=alice)
+    assert missing.status_code == 404 and "none was written when it was predicted" in missing.get_json()["message"]
     drawn = png_bytes((20, 10))  # the route serves the worker's file as it is
     web_settings.heatmap_dir.mkdir(exist_ok=True)
     (web_settings.heatmap_dir / f"{image_id}-cnn.png").write_bytes(drawn)
@@ -98,6 +98,19 @@ def test_heat_map_route_same_access_and_a_reason_when_there_is_none(
         assert response.headers["Cache-Control"] == "private, no-store"
     unknown = web_client.get(f"/api/v1/images/{image_id}/heatmap?model=ensemble")
     assert unknown.status_code == 404 and "choose model= from cnn, unet" in unknown.get_json()["message"]
+
+
+@pytest.mark.parametrize(("field", "expected"), [(None, True), ("false", False), ("on", True)])
+def test_heat_maps_are_a_per_job_option(web_client, web_token, web_db, field, expected):
+    form = {} if field is None else {"heatmaps": field}
+    job_id = _job(web_client, web_token("alice"), [("s/a.png", png_bytes())], **form)
+    assert web_client.get(f"/api/v1/jobs/{job_id}", headers=web_token("alice")).get_json()["heatmaps"] is expected
+    if not expected:
+        image_id = _image_ids(web_db, job_id)["s/a.png"]
+        refused = web_client.get(f"/api/v1/images/{image_id}/heatmap?model=unet", headers=web_token("alice"))
+        assert refused.status_code == 404 and "created without heat maps" in refused.get_json()["message"]
+    bad = web_client.post("/api/v1/jobs", data={"heatmaps": "maybe", "open": "true"}, headers=web_token("alice"))
+    assert bad.status_code == 400 and "heatmaps must be true or false" in bad.get_json()["message"]
 
 
 def test_results_csv_accepts_a_bearer_token(web_client, web_token):

@@ -72,10 +72,11 @@ def write_heatmaps(
     models: Mapping[str, LoadedModel],
     outputs: dict[str, ModelOutputs],
     decoded: dict[int, Decoded],
-    errors: dict[int, str],
+    skip: set[int],
     settings: Settings,
 ) -> int:
-    """Draw and write the heat maps of every image that did not fail; returns how many were written."""
+    """Draw and write the heat maps of every image not in `skip` (those that failed, and any whose job wants
+    none); returns how many were written."""
     jobs = []
     for name, kept in outputs.items():
         try:
@@ -86,7 +87,7 @@ def write_heatmaps(
         jobs += [
             (square, decoded[i], heatmap_path(settings, i, name))
             for i, square in zip(kept.ids, squares)
-            if i not in errors
+            if i not in skip
         ]
     if not jobs:
         return 0

@@ -71,13 +71,14 @@ def predict_batch(
         outcome.skipped = sorted(image_ids)
         return outcome
 
+    without_heatmaps = {image.id for image in todo if not image.job.heatmaps}  # read before the rollback expires it
     decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
     session.rollback()  # end the read-only transaction before the slow part
 
-    scored = score(models, ensemble, decoded, errors, keep_outputs=settings.heatmaps)
+    scored = score(models, ensemble, decoded, errors, keep_outputs=len(without_heatmaps) < len(todo))
     if scored.outputs:
         with metrics.batch_stage("heatmaps"):
-            write_heatmaps(models, scored.outputs, decoded, errors, settings)
+            write_heatmaps(models, scored.outputs, decoded, set(errors) | without_heatmaps, settings)
     with metrics.batch_stage("db_write"):
         return _store(session, image_ids, decoded, errors, scored.rows, outcome)
 

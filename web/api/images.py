@@ -74,11 +74,13 @@ def heatmap(image_id: int):
     with_maps = [name for name in settings.served_models if name in HEADS]
     if model not in with_maps:
         abort(404, f"no heat maps for model {model!r}; choose model= from {', '.join(with_maps) or 'none'}")
+    if not image.job.heatmaps:
+        abort(404, f"image {image_id} has no heat map: its job was created without heat maps")
     if image.status != ImageStatus.done:
         reason = f"it failed: {image.error}" if image.status == ImageStatus.failed else f"it is {image.status.value}"
         abort(404, f"image {image_id} has no heat map: {reason}")
     try:
         png = (settings.heatmap_dir / f"{image_id}-{model}.png").read_bytes()
     except FileNotFoundError:
-        abort(404, f"image {image_id} has no {model} heat map (heat maps were off when it was predicted)")
+        abort(404, f"image {image_id} has no {model} heat map: none was written when it was predicted")
     return _png_response(png)
