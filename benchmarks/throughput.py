@@ -5,7 +5,8 @@
 
 For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DICOM made from them):
 1. Pushes N files through the REST API (an open job, chunked uploads, close) and polls until every image is
-   predicted; scrapes the worker's metrics endpoint before and after, for its per-stage times.
+   predicted, first in a job without heat maps, then in one with them; scrapes the worker's metrics endpoint
+   before and after each, for its per-stage times.
 2. Sends single-image jobs one after another and takes the median time from upload to result.
 3. In this process, times the raw path (benchmarks/raw.py) on the same files: the compiled runtime
    (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch; and the cost of heat
@@ -35,11 +36,14 @@ from worker.reading import decode_threads
 GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150, "heatmaps_vs_none": 0.8}
 
 
-def push_through_api(url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float) -> dict:
+def push_through_api(
+    url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float, heatmaps: bool = True
+) -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     started = time.perf_counter()
-    created = session.post(f"{url}/api/v1/jobs", data={"name": f"benchmark {files.name}", "open": "true"})
+    form = {"name": f"benchmark {files.name}", "open": "true", "heatmaps": str(heatmaps).lower()}
+    created = session.post(f"{url}/api/v1/jobs", data=form)
     created.raise_for_status()
     job_id = created.json()["id"]
     for start in tqdm(range(0, len(files.paths), chunk), desc=f"upload {files.name}", unit="chunk"):
@@ -97,12 +101,13 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
     via_api = not (name == "dicom" and decode is not raw.decode_image)
     metrics_url = args.worker_metrics
     if via_api:
-        before = stages.scrape(metrics_url)
-        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout)
-        result["stages"] = stages.per_stage(before, stages.scrape(metrics_url))
-        result["api"] = {k: api[k] for k in ("upload_s", "total_s")} | {
-            k: api["job"][k] for k in ("id", "status", "done", "failed")
-        }
+        for suffix, heatmaps in (("_without_heatmaps", False), ("", True)):  # the same files, one job each
+            before = stages.scrape(metrics_url)
+            api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps)
+            result[f"stages{suffix}"] = stages.per_stage(before, stages.scrape(metrics_url))
+            result[f"api{suffix}"] = {k: api[k] for k in ("upload_s", "total_s")} | {
+                k: api["job"][k] for k in ("id", "status", "done", "failed")
+            }
         singles = single_image_jobs(args.url, args.token, files, args.single, args.timeout)
         result["single_job_p50_ms"] = 1000 * float(np.median(singles))
     else:
@@ -130,6 +135,8 @@ def ratios(result: dict, model_names: list[str]) -> dict:
     found["heatmaps_vs_none_raw"] = without_s / (heat["prepare_s"] + heat["with_s"] + heat["heatmaps_s"])
     for model in model_names:
         found[f"compiled_vs_eager_{model}"] = eager["inference_s"][model] / compiled["inference_s"][model]
+    if result["api"]:
+        found["heatmaps_vs_none_api"] = result["api_without_heatmaps"]["total_s"] / result["api"]["total_s"]
     if result["api"] and result["stages"].get("heatmaps_ms"):
         stages_ms = result["stages"]
         found["worker_without_heatmaps_share"] = 1 - stages_ms["heatmaps_ms"] / stages_ms["total_ms"]
@@ -151,7 +158,12 @@ def print_table(result: dict, args) -> None:
         ("raw, eager Keras", eager["total_s"]),
     ]
     if api:
-        rows = [("API: upload only", api["upload_s"]), ("API: upload -> all predicted", api["total_s"])] + rows
+        without = result["api_without_heatmaps"]
+        rows = [
+            ("API: upload only", api["upload_s"]),
+            ("API: upload -> all predicted", api["total_s"]),
+            ("API: the same, no heat maps", without["total_s"]),
+        ] + rows
     print(f"{'path':32s} {'wall s':>8s} {'images/s':>9s} {'vs compiled raw':>16s}")
     for label, seconds in rows:
         print(f"{label:32s} {seconds:8.2f} {n / seconds:9.1f} {compiled['total_s'] / seconds:16.2f}")
@@ -189,6 +201,8 @@ def print_table(result: dict, args) -> None:
         if k.startswith("compiled_vs_eager_") and k != "compiled_vs_eager_raw"
     ]
     checks.append(("with heat maps vs without (raw)", r["heatmaps_vs_none_raw"], GOALS["heatmaps_vs_none"], ">="))
+    if api:
+        checks.append(("with heat maps vs without (API)", r["heatmaps_vs_none_api"], GOALS["heatmaps_vs_none"], ">="))
     if "worker_without_heatmaps_share" in r:
         share = r["worker_without_heatmaps_share"]
         checks.append(("worker time not on heat maps", share, GOALS["heatmaps_vs_none"], ">="))
