@@ -13,7 +13,7 @@ COPY . .
 RUN useradd --create-home --uid 1000 radbatch && mkdir -p /data && chown radbatch /data
 USER radbatch
 EXPOSE 5000
-CMD ["sh", "-c", "python -m db.setup && rm -rf $PROMETHEUS_MULTIPROC_DIR && mkdir -p $PROMETHEUS_MULTIPROC_DIR && exec gunicorn --bind 0.0.0.0:5000 --workers 4 --threads 4 --timeout 300 --no-control-socket --access-logfile - 'web:create_app()'"]
+CMD ["sh", "-c", "python -m db.setup && rm -rf $PROMETHEUS_MULTIPROC_DIR && mkdir -p $PROMETHEUS_MULTIPROC_DIR && exec gunicorn --bind 0.0.0.0:5000 --workers 4 --threads 4 --timeout 300 --no-control-socket --access-logfile - --logger-class deploy.access_log.QuietPollsLogger 'web:create_app()'"]
 
 FROM tensorflow/tensorflow:2.21.0-gpu AS worker
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 RADBATCH_HOME=/data TF_CPP_MIN_LOG_LEVEL=2 \

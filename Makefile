@@ -9,8 +9,10 @@ STAMP := $(VENV)/.requirements-installed
 
 .PHONY: run test setup deps lint
 
-run: setup
-	$(PY) -m deploy.run
+# Quiet: set-up prints errors only, and deploy.run says where the logs are and when the app is ready.
+run: deps
+	@$(PY) -m db.setup --quiet
+	@$(PY) -m deploy.run
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

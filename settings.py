@@ -32,6 +32,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)  # empty: read from $RADBATCH_HOME/secret_key (db.setup makes it)
     batch_size: int = 32
     max_file_mb: int = 64
+    deidentify: bool = True  # DICOM on ingest: PS3.15 Basic Profile on the stored copy, only a pseudonym in the DB
     served_models: tuple[str, ...] = ("cnn", "unet")
     visibility_timeout: int = 3600  # seconds before Redis itself hands out again a message a vanished worker took
     sweep_interval: int = 30  # seconds between recovery sweeps
@@ -57,6 +58,12 @@ class Settings:
     inference_threads: int = 0  # threads each model may use (ONNX Runtime's intra-op pool); 0: one per core
     worker_metrics_port: int = 9540  # the worker's Prometheus endpoint, for all its processes; 0: none
     worker_metrics_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 in containers)
+    dicom_port: int = 11112  # the DICOM listener (C-STORE SCP, C-ECHO); `python -m listener`
+    dicom_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 to let a PACS on another machine in)
+    dicom_aet: str = "RADBATCH"  # its AE title
+    dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any
+    dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
+    dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

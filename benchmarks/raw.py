@@ -5,7 +5,7 @@ every model predicts the batch. `heatmap_cost` times the same batches with and w
 
 from __future__ import annotations
 
-import io
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,31 +14,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.preprocess import ImageDecodeError, decode_image, preprocess
+from models.dicom import looks_like_dicom
+from models.preprocess import preprocess
 from models.registry import LoadedModel
 from worker.heatmaps import render
+from worker.reading import decode_upload
 from worker.reading import write_thumbnail as write_png
 
 Decoder = Callable[[bytes], Image.Image]
 
 
-def _pydicom_decode(data: bytes) -> Image.Image:
-    """Stand-in for DICOM files while models.preprocess refuses them: pydicom's pixels as a 16-bit image."""
-    import pydicom
+def choose_decoder(sample: Path, target_size: int) -> tuple[Decoder, str]:
+    """The worker's own decoder (`worker.reading.decode_upload`): DICOM by content through `decode_dicom`,
+    reduced towards `target_size` (the largest model input) as the worker does, other formats by Pillow."""
+    decode_upload(sample.read_bytes(), target_size)  # a file the worker cannot read fails here, before timing
+    decoder = "models.dicom.decode_dicom" if looks_like_dicom(sample.read_bytes()) else "models.preprocess.decode_image"
+    return functools.partial(_decoded_picture, target_size=target_size), decoder
 
-    pixels = pydicom.dcmread(io.BytesIO(data)).pixel_array
-    return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint16))
 
-
-def choose_decoder(sample: Path) -> tuple[Decoder, str]:
-    """models.preprocess.decode_image if it reads `sample`, else (for DICOM before its decoder lands) pydicom."""
-    try:
-        decode_image(sample.read_bytes())
-        return decode_image, "models.preprocess.decode_image"
-    except ImageDecodeError as error:
-        if sample.suffix.lower() != ".dcm":
-            raise
-        return _pydicom_decode, f"pydicom pixel_array (decode_image refuses DICOM here: {error})"
+def _decoded_picture(data: bytes, target_size: int) -> Image.Image:
+    return decode_upload(data, target_size).image
 
 
 def _specs(models: dict[str, LoadedModel]) -> set[tuple[int, int]]:

@@ -11,8 +11,8 @@ For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DIC
 3. In this process, times the raw path (benchmarks/raw.py) on the same files: the compiled runtime
    (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch; and the cost of heat
    maps: each batch on the compiled runtime without and with Grad-CAM drawn and written, alternating.
-Prints the ratios, all measured in this one run. DICOM goes through the API only once the server decodes
-DICOM; until then the dicom corpus measures the raw path alone and says so.
+Prints the ratios, all measured in this one run. The raw path decodes with the worker's own decoder
+(`worker.reading.decode_upload`: DICOM through `models.dicom.decode_dicom`), so the ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from benchmarks import corpus as corpora
 from benchmarks import raw, stages
+from models.registry import input_spec
 from settings import Settings
 from worker.reading import decode_threads
 
@@ -96,25 +97,20 @@ def load_models(names: list[str], runtime: str, settings: Settings) -> dict:
 
 def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
     files = corpora.build(name, args.n, workdir / name)
-    decode, decoder = raw.choose_decoder(files.paths[0])
-    result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder}
-    via_api = not (name == "dicom" and decode is not raw.decode_image)
-    metrics_url = args.worker_metrics
-    if via_api:
-        for suffix, heatmaps in (("_without_heatmaps", False), ("", True)):  # the same files, one job each
-            before = stages.scrape(metrics_url)
-            api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps)
-            result[f"stages{suffix}"] = stages.per_stage(before, stages.scrape(metrics_url))
-            result[f"api{suffix}"] = {k: api[k] for k in ("upload_s", "total_s")} | {
-                k: api["job"][k] for k in ("id", "status", "done", "failed")
-            }
-        singles = single_image_jobs(args.url, args.token, files, args.single, args.timeout)
-        result["single_job_p50_ms"] = 1000 * float(np.median(singles))
-    else:
-        result["api"] = None
-        result["api_skipped"] = "the server does not decode DICOM yet: raw path only"
-
     model_names = args.models.split(",")
+    target_size = max(input_spec(model)[0] for model in model_names)  # as the worker reduces DICOM
+    decode, decoder = raw.choose_decoder(files.paths[0], target_size)
+    result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder}
+    for suffix, heatmaps in (("_without_heatmaps", False), ("", True)):  # the same files, one job each
+        before = stages.scrape(args.worker_metrics)
+        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps)
+        result[f"stages{suffix}"] = stages.per_stage(before, stages.scrape(args.worker_metrics))
+        result[f"api{suffix}"] = {k: api[k] for k in ("upload_s", "total_s")} | {
+            k: api["job"][k] for k in ("id", "status", "done", "failed")
+        }
+    singles = single_image_jobs(args.url, args.token, files, args.single, args.timeout)
+    result["single_job_p50_ms"] = 1000 * float(np.median(singles))
+
     pool = ThreadPoolExecutor(max_workers=decode_threads(settings))  # sized as the worker's
     for label, runtime in (("compiled", args.runtime), ("eager", "keras")):
         models = load_models(model_names, runtime, settings)

@@ -4,11 +4,14 @@ Task name, queue, the Celery client, `send_batches` and the workers' readiness h
 TensorFlow, `worker` or `web`; both of them import this.
 """
 
-from broker.app import NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, make_celery
+from broker.app import FORWARD_QUEUE, FORWARD_TASK, NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, make_celery
+from broker.forward import send_forwards
 from broker.notify import send_notifications
 from broker.sending import BrokerUnavailable, send_batches
 
 __all__ = [
+    "FORWARD_QUEUE",
+    "FORWARD_TASK",
     "NOTIFY_QUEUE",
     "NOTIFY_TASK",
     "PREDICT_TASK",
@@ -16,5 +19,6 @@ __all__ = [
     "BrokerUnavailable",
     "make_celery",
     "send_batches",
+    "send_forwards",
     "send_notifications",
 ]

@@ -10,11 +10,14 @@ PREDICT_TASK = "radbatch.predict_batch"
 QUEUE = "radbatch"
 NOTIFY_TASK = "radbatch.notify_job"  # webhook deliveries, on a queue of their own
 NOTIFY_QUEUE = "radbatch-notify"
+FORWARD_TASK = "radbatch.forward_sr"  # an image's SR sent to RADBATCH_DICOM_FORWARD, by its own worker
+FORWARD_QUEUE = "radbatch-forward"
+WORKER_TASK_MODULES = ("worker.tasks", "worker.notifications")
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODULES) -> Celery:
     """A Celery app for `settings`. The worker's tasks are found by name (`include`), never imported here."""
-    app = Celery("radbatch", broker=settings.effective_redis_url, include=["worker.tasks", "worker.notifications"])
+    app = Celery("radbatch", broker=settings.effective_redis_url, include=list(include))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -25,7 +28,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,  # one batch at a time per child: fair with slow batches
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB; replaced after the batch
         task_default_queue=QUEUE,
-        task_routes={PREDICT_TASK: {"queue": QUEUE}, NOTIFY_TASK: {"queue": NOTIFY_QUEUE}},
+        task_routes={
+            PREDICT_TASK: {"queue": QUEUE},
+            NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+            FORWARD_TASK: {"queue": FORWARD_QUEUE},
+        },
         task_soft_time_limit=settings.task_soft_time_limit,  # the task retries its images one by one
         task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},

@@ -146,6 +146,8 @@ class Image(Base):
         Index("ix_images_job_status", "job_id", "status"),
         Index("ix_images_status_queued", "status", "queued_at"),  # the recovery sweep
         Index("ix_images_job_sha256", "job_id", "sha256"),  # resuming an upload
+        Index("ix_images_job_study", "job_id", "study_instance_uid"),  # results filtered by study
+        Index("ix_images_patient_pseudonym", "patient_pseudonym"),
         {"sqlite_autoincrement": True},  # a purged image's id, and so its file names, are never reused
     )
 
@@ -159,7 +161,7 @@ class Image(Base):
         Enum(ImageStatus, native_enum=False, length=16), default=ImageStatus.pending
     )
     error: Mapped[Optional[str]] = mapped_column(Text)
-    width: Mapped[Optional[int]] = mapped_column(Integer)
+    width: Mapped[Optional[int]] = mapped_column(Integer)  # of the upload itself, before any reduction
     height: Mapped[Optional[int]] = mapped_column(Integer)
     mode: Mapped[Optional[str]] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -167,6 +169,22 @@ class Image(Base):
     sha256: Mapped[Optional[str]] = mapped_column(String(64))  # of the stored bytes; None if the file was refused
     queued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))  # when its last message was sent
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # deliveries that started work on it
+    notes: Mapped[Optional[str]] = mapped_column(Text)  # "; "-separated warnings on a predicted image (lateral view...)
+    # DICOM uploads only (ingest/dicom.py), as the stored (de-identified unless RADBATCH_DEIDENTIFY=false) file says.
+    study_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    series_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    sop_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    accession_number: Mapped[Optional[str]] = mapped_column(String(64))
+    study_date: Mapped[Optional[str]] = mapped_column(String(16))  # DICOM DA, YYYYMMDD
+    view_position: Mapped[Optional[str]] = mapped_column(String(32))
+    photometric_interpretation: Mapped[Optional[str]] = mapped_column(String(32))
+    bits_stored: Mapped[Optional[int]] = mapped_column(Integer)
+    transfer_syntax_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    pixel_spacing_row_mm: Mapped[Optional[float]] = mapped_column(Float)
+    pixel_spacing_column_mm: Mapped[Optional[float]] = mapped_column(Float)
+    patient_pseudonym: Mapped[Optional[str]] = mapped_column(String(64))  # HMAC-SHA256 of PatientID
+    patient_id: Mapped[Optional[str]] = mapped_column(String(64))  # only with RADBATCH_DEIDENTIFY=false
+    patient_name: Mapped[Optional[str]] = mapped_column(String(255))  # only with RADBATCH_DEIDENTIFY=false
 
     job: Mapped[Job] = relationship(back_populates="images")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="image", cascade="all, delete-orphan")

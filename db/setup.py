@@ -1,6 +1,6 @@
 """Prepare an installation: folders, database migrations, the admin user; and create users and tokens.
 
-python -m db.setup                                   # idempotent; `make run` and `make test` call it
+python -m db.setup [--quiet]                         # idempotent; `make run` calls it with --quiet
 python -m db.setup create-user NAME --password PW [--admin]
 python -m db.setup create-token NAME [--label LABEL] # prints a new API token for user NAME
 """
@@ -127,13 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("create-token", help="print a new API token for a user")
     token.add_argument("name", help="the user's name")
     token.add_argument("--label", default="cli", help="a note stored with the token")
+    parser.add_argument("--quiet", action="store_true", help="print errors only (`make run` says where to log in)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # everything set-up creates (database, folders, secrets) is for this user only
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings.from_env()
     try:
         if args.command == "create-user":
@@ -145,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             print(_create_token(settings, args.name, args.label))
         else:
             bootstrap(settings)
-            print(f"radbatch is set up in {settings.home}")
-            print("\n".join(f"  {line}" for line in login_instructions(settings)))
+            if not args.quiet:
+                print(f"radbatch is set up in {settings.home}")
+                print("\n".join(f"  {line}" for line in login_instructions(settings)))
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
-"""Ingest: how a file enters radbatch, whatever brought it (portal, REST API, and later DICOM and the CLI).
+"""Ingest: how a file enters radbatch, whatever brought it (portal, REST API, CLI, and the DICOM network listeners).
 
-`add_files` checks each file, stores it under a generated name and creates its image row; `queue_pending`
-commits and then sends the job's pending images to the workers. Imports `db`, `broker` and `models.formats`;
-never `web`, `worker` or TensorFlow.
+`add_files` checks each file, stores it under a generated name and creates its image row (a DICOM file is
+de-identified first, and a DICOMDIR gets no row: `ingest.dicom`); `queue_pending` commits and then sends the
+job's pending images to the workers. Imports `db`, `broker` and `models` (never TensorFlow); never `web` or
+`worker`.
 """
 
+from ingest.durable import sync_stored
 from ingest.files import Incoming, StorageFull, add_files, clean_relative_path, clean_text, discard_stored
+from ingest.instances import held_instance, instance_identity, instance_path
 from ingest.queueing import QueueUnavailable, queue_pending
 
 __all__ = [
@@ -16,5 +19,9 @@ __all__ = [
     "clean_relative_path",
     "clean_text",
     "discard_stored",
+    "held_instance",
+    "instance_identity",
+    "instance_path",
     "queue_pending",
+    "sync_stored",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import logging
 import os
 import unicodedata
@@ -16,12 +17,15 @@ from typing import IO
 from sqlalchemy.orm import Session
 
 from db.models import Image, ImageStatus
-from models.formats import ACCEPTED, DICOM_EXTENSIONS, HEAD_BYTES, IMAGE_EXTENSIONS, STORED_EXTENSION, is_dicom, sniff
+from ingest.dicom import DicomError, SkippedDicomDir, apply_columns, prepare_dicom
+from models.dicom import looks_like_dicom
+from models.formats import ACCEPTED, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, STORED_EXTENSION, sniff
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
 
 
 class StorageFull(OSError):
@@ -53,14 +57,19 @@ def clean_relative_path(raw: str) -> str:
 
 
 def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | None:
-    """Why a file cannot be processed (a message for the person who uploaded it), or None if it is fine."""
+    """Why a file cannot be processed (a message for the person who uploaded it), or None if it is fine.
+
+    DICOM is told by content, whatever the name: a `.png` that holds DICOM is read as DICOM.
+    """
     shown = extension or "(no extension)"
     if size == 0:
         return "empty file (0 bytes)"
-    if extension in DICOM_EXTENSIONS or is_dicom(head):
-        return f"unsupported file type {shown}: DICOM support is coming; {ACCEPTED}"
     if size > max_bytes:
         return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
+    if looks_like_dicom(head):
+        return None
+    if extension in DICOM_EXTENSIONS:
+        return f"the content of this {shown} file is not DICOM (no DICM prefix and no DICOM data set at the start)"
     if extension not in IMAGE_EXTENSIONS:
         return f"unsupported file type {shown}; {ACCEPTED}"
     if sniff(head) is None:
@@ -75,8 +84,11 @@ def _size_of(stream: IO[bytes]) -> int:
     return size
 
 
-def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int) -> Image:
-    """An image row for one file; a supported file is copied to `upload_dir` under a generated name."""
+def store_file(incoming: Incoming, job_id: int, settings: Settings, max_bytes: int) -> Image | None:
+    """An image row for one file; a supported file is copied to the upload folder under a generated name.
+
+    None for a DICOMDIR, which is an index of the folder's DICOM files and not an image: it gets no row.
+    """
     path = clean_relative_path(incoming.path)
     filename = PurePosixPath(path).name[-255:]
     extension = PurePosixPath(filename).suffix.lower()
@@ -85,15 +97,39 @@ def store_file(incoming: Incoming, job_id: int, upload_dir: Path, max_bytes: int
         reason = refusal(extension, head, size, max_bytes) if size > max_bytes else "the browser did not send it"
     else:
         size = _size_of(incoming.stream)
-        head = incoming.stream.read(HEAD_BYTES)
+        head = incoming.stream.read(DETECTION_BYTES)
         incoming.stream.seek(0)
         reason = refusal(extension, head, size, max_bytes)
     image = Image(job_id=job_id, filename=filename, path=path, size_bytes=size)
     if reason is not None:
         image.status, image.error = ImageStatus.failed, reason
         return image
+    if looks_like_dicom(head):
+        return _store_dicom(image, incoming.stream, job_id, settings)
     stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
-    image.sha256 = _write_atomically(incoming.stream, upload_dir / stored_name)
+    image.sha256 = _write_atomically(incoming.stream, settings.upload_dir / stored_name)
+    image.stored_name, image.status = stored_name, ImageStatus.pending
+    return image
+
+
+def _store_dicom(image: Image, stream: IO[bytes], job_id: int, settings: Settings) -> Image | None:
+    """Check, de-identify (unless RADBATCH_DEIDENTIFY=false) and store a DICOM file as `<generated>.dcm`.
+
+    `sha256` is of the bytes received, so a client resuming an upload finds the file it sent.
+    """
+    data = stream.read()
+    try:
+        prepared = prepare_dicom(data, settings.secret_key, settings.deidentify)
+    except SkippedDicomDir:
+        logger.info("job %s: skipped a DICOMDIR (an index of DICOM files, not an image)", job_id)
+        return None
+    except DicomError as error:
+        image.status, image.error = ImageStatus.failed, str(error)
+        return image
+    apply_columns(image, prepared)
+    stored_name = uuid.uuid4().hex + ".dcm"
+    _write_atomically(io.BytesIO(prepared.stored_bytes), settings.upload_dir / stored_name)
+    image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
 
@@ -135,7 +171,9 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
     images: list[Image] = []
     try:
         for incoming in files:
-            images.append(store_file(incoming, job_id, settings.upload_dir, max_bytes))
+            image = store_file(incoming, job_id, settings, max_bytes)
+            if image is not None:
+                images.append(image)
         session.add_all(images)
         session.flush()
     except BaseException as error:

@@ -6,7 +6,7 @@ from __future__ import annotations
 IMAGE_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 DICOM_EXTENSIONS = {".dcm", ".dicom", ".dic"}
 STORED_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tiff"}
-ACCEPTED = "upload PNG, JPEG, BMP or TIFF"
+ACCEPTED = "upload PNG, JPEG, BMP, TIFF or DICOM"
 HEAD_BYTES = 132  # enough for every signature below, DICOM's "DICM" at offset 128 included
 
 

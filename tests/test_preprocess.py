@@ -121,12 +121,9 @@ def test_full_size_originals_match_the_training_images():
     for path in originals:
         served = preprocess(decode_image(path))
         assert served.shape == (128, 128, 1)
-        twin = SUBSET / path.name
-        if twin.exists():
-            trained = preprocess(decode_image(twin))
-            correlation = np.corrcoef(served.ravel(), trained.ravel())[0, 1]
-            assert correlation > 0.97, path.name
-            assert np.abs(served - trained).mean() < 0.05, path.name
+        trained = preprocess(decode_image(SUBSET / path.name))
+        assert np.abs(served - trained).mean() < 0.6 / 255, path.name  # bilinear: 0.86 grey levels
+        assert np.abs(served - trained).max() < 0.25, path.name
 
 
 @pytest.mark.parametrize(
@@ -134,7 +131,7 @@ def test_full_size_originals_match_the_training_images():
     [
         (b"", "empty file"),
         (b"patient notes, not an image\n" * 10, "not an image"),
-        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM"),
+        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM file: read it with models.dicom"),
         (b"GIF89a" + b"\0" * 64, "not an image"),
     ],
 )

@@ -13,7 +13,12 @@ from db.models import Image, ImageStatus, Prediction
 from db.session import session_scope
 from tests.web_fixtures import png_bytes, queued_batches, upload
 
-RESULT_KEYS = {"id", "filename", "path", "status", "error", "predictions"}
+RESULT_KEYS = {"id", "filename", "path", "status", "error", "notes", "width", "height", "predictions"} | {
+    "study_instance_uid",
+    "accession_number",
+    "view_position",
+    "dicom",
+}
 JOB_KEYS = {"id", "name", "status", "total", "done", "failed", "created_at", "finished_at"}
 
 
@@ -61,7 +66,7 @@ def test_create_job_stores_images_and_refuses_other_files(
         assert rows[path]["status"] == "queued" and rows[path]["error"] is None
     errors = {path: row["error"] for path, row in rows.items() if row["status"] == "failed"}
     assert errors["study1/notes.txt"].startswith("unsupported file type .txt")
-    assert "DICOM support is coming" in errors["study1/scan.dcm"]
+    assert errors["study1/scan.dcm"].startswith("DICOM file without pixel data")
     assert errors["study1/empty.png"] == "empty file (0 bytes)"
     assert "not a PNG, JPEG, BMP or TIFF image" in errors["study1/fake.png"]
     assert errors["study1/big.png"].startswith("file too large")

@@ -53,13 +53,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
     app.extensions["radbatch_csrf"] = csrf
 
-    from web import api, auth, dashboard, upload
+    from web import api, auth, dashboard, dicomweb, upload
     from web import audit as web_audit
     from web.api import errors, health
 
     csrf.exempt(api.bp)  # token clients have no cookie; cookie clients are checked in web.auth.identity
+    csrf.exempt(dicomweb.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dicomweb.bp)
     app.register_blueprint(upload.bp)
     app.register_blueprint(dashboard.bp)
     errors.init_app(app)

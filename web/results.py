@@ -31,6 +31,7 @@ class ResultFilter:
     sort: str = "id"
     order: str = "asc"
     q: str = ""  # a substring of the path, case-insensitive
+    study: str = ""  # a DICOM StudyInstanceUID: only that study's images
 
     def as_args(self) -> dict[str, str]:
         """The non-default values, as query-string arguments (for links and the CSV export)."""
@@ -42,6 +43,7 @@ class ResultFilter:
             "sort": "" if self.sort == "id" else self.sort,
             "order": "" if self.order == "asc" else self.order,
             "q": self.q,
+            "study": self.study,
         }
         return {key: value for key, value in args.items() if value}
 
@@ -62,7 +64,15 @@ def parse_filter(args: Mapping[str, str]) -> ResultFilter:
         sort=choice(args, "sort", SORTS, "id") or "id",
         order=choice(args, "order", ("asc", "desc"), "asc") or "asc",
         q=search_text(args),
+        study=study_uid(args),
     )
+
+
+def study_uid(args: Mapping[str, str]) -> str:
+    study = (args.get("study") or "").strip()
+    if len(study) > 64 or any(ch not in "0123456789." for ch in study):
+        abort(400, "study must be a DICOM Study Instance UID: digits and dots, at most 64 characters")
+    return study
 
 
 def _filtered(job_id: int, flt: ResultFilter) -> Select:
@@ -71,6 +81,8 @@ def _filtered(job_id: int, flt: ResultFilter) -> Select:
         query = query.where(Image.status == flt.status)
     if flt.q:
         query = query.where(func.lower(Image.path).contains(flt.q.lower(), autoescape=True))
+    if flt.study:
+        query = query.where(Image.study_instance_uid == flt.study)
     if flt.label is not None:
         labelled = aliased(Prediction)
         query = query.where(
@@ -117,6 +129,31 @@ def predictions_for(session: Session, image_ids: list[int]) -> dict[int, dict[st
     return found
 
 
+def dicom_to_dict(image: Image) -> dict[str, Any] | None:
+    """The DICOM metadata kept for the image (None for other formats); patient id/name only without de-id."""
+    if image.sop_instance_uid is None and image.transfer_syntax_uid is None:
+        return None
+    spacing = None
+    if image.pixel_spacing_row_mm is not None:
+        spacing = [image.pixel_spacing_row_mm, image.pixel_spacing_column_mm]
+    return {
+        "study_instance_uid": image.study_instance_uid,
+        "series_instance_uid": image.series_instance_uid,
+        "sop_instance_uid": image.sop_instance_uid,
+        "accession_number": image.accession_number,
+        "study_date": image.study_date,
+        "view_position": image.view_position,
+        "photometric_interpretation": image.photometric_interpretation,
+        "bits_stored": image.bits_stored,
+        "transfer_syntax_uid": image.transfer_syntax_uid,
+        "pixel_spacing_mm": spacing,
+        "patient_pseudonym": image.patient_pseudonym,
+        "patient_id": image.patient_id,
+        "patient_name": image.patient_name,
+        "sr_url": f"/api/v1/images/{image.id}/sr.dcm" if image.status == ImageStatus.done else None,
+    }
+
+
 def image_to_dict(image: Image, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "id": image.id,
@@ -124,6 +161,13 @@ def image_to_dict(image: Image, predictions: dict[str, dict[str, Any]]) -> dict[
         "path": image.path,
         "status": image.status.value,
         "error": image.error,
+        "notes": [note for note in (image.notes or "").split("; ") if note],
+        "width": image.width,
+        "height": image.height,
+        "study_instance_uid": image.study_instance_uid,
+        "accession_number": image.accession_number,
+        "view_position": image.view_position,
+        "dicom": dicom_to_dict(image),
         "predictions": predictions,
     }
 
@@ -166,7 +210,8 @@ def _safe_cell(value: Any) -> Any:
     return value
 
 
-CSV_HEADER = ["image_id", "path", "filename", "status", "error"] + [
+DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
+CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS] + [
     f"{model}_{field}" for model in MODELS for field in ("probability", "label", "threshold", "model_version")
 ]
 
@@ -176,7 +221,8 @@ def csv_lines(rows: Iterator[dict]) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER)
     for count, row in enumerate(rows, start=1):
-        cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or ""]
+        cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
+        cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
             cells += [prediction.get(key, "") for key in ("probability", "label", "threshold", "model_version")]

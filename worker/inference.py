@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
+from ingest.dicom import join_notes, split_notes
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
 from worker import metrics
@@ -73,8 +74,11 @@ def predict_batch(
 
     without_heatmaps = {image.id for image in todo if not image.job.heatmaps}  # read before the rollback expires it
     decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
+    ingest_notes = {image.id: split_notes(image.notes) for image in todo}
     session.rollback()  # end the read-only transaction before the slow part
 
+    for image_id, found in decoded.items():
+        found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
     scored = score(models, ensemble, decoded, errors, keep_outputs=len(without_heatmaps) < len(todo))
     if scored.outputs:
         with metrics.batch_stage("heatmaps"):
@@ -107,7 +111,12 @@ def _store(
         values: dict = {"processed_at": now}
         if image_id in decoded:
             found = decoded[image_id]
-            values |= {"width": found.width, "height": found.height, "mode": found.mode}
+            values |= {
+                "width": found.width,
+                "height": found.height,
+                "mode": found.mode,
+                "notes": join_notes(found.notes),
+            }
         failed = image_id in errors
         values |= {"status": ImageStatus.failed if failed else ImageStatus.done, "error": errors.get(image_id)}
         job_id = session.scalar(

@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
 from db.models import Image
+from models.dicom import DicomError, decode_dicom, looks_like_dicom
 from models.preprocess import ImageDecodeError, decode_image, preprocess
 from models.registry import LoadedModel
 from settings import Settings
@@ -34,10 +35,40 @@ THUMBNAIL_PX = 128
 
 @dataclass
 class Decoded:
-    width: int
+    width: int  # of the upload itself (a large image is reduced while decoding)
     height: int
     mode: str
     inputs: dict[str, np.ndarray]  # model name -> (size, size, channels)
+    notes: list[str] = field(default_factory=list)  # for the row: lateral view, first of several frames...
+
+
+@dataclass
+class Picture:
+    """A decoded upload: the picture `preprocess` takes, the upload's own size, and notes for its row."""
+
+    image: PILImage.Image
+    width: int
+    height: int
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_upload(data: bytes, target_size: int) -> Picture:
+    """Decode any stored upload: DICOM through its display pipeline, other formats with Pillow.
+
+    `target_size` is the largest model input side: a large DICOM image is reduced towards it while decoding.
+    """
+    if looks_like_dicom(data):
+        try:
+            dicom = decode_dicom(data, target_size=target_size)
+        except DicomError as error:
+            raise ImageDecodeError(str(error)) from None
+        meta = dicom.metadata
+        width, height = meta.columns or dicom.image.width, meta.rows or dicom.image.height
+        return Picture(dicom.image, width, height, dicom.image.mode, dicom.warnings + dicom.notes)
+    picture = decode_image(data)
+    width, height = picture.info.get("source_size", picture.size)
+    return Picture(picture, width, height, picture.mode)
 
 
 _pool_lock = threading.Lock()
@@ -95,24 +126,24 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
     except FileNotFoundError:
         raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
     read = time.perf_counter()
-    picture = decode_image(data)
+    upload = decode_upload(data, max((model.input_size for model in models.values()), default=0))
     decoded = time.perf_counter()
     by_spec: dict[tuple[int, int], np.ndarray] = {}
     for model in models.values():
         spec = (model.input_size, model.channels)
         if spec not in by_spec:
-            by_spec[spec] = preprocess(picture, size=model.input_size, channels=model.channels)
+            by_spec[spec] = preprocess(upload.image, size=model.input_size, channels=model.channels)
     inputs = {name: by_spec[(m.input_size, m.channels)] for name, m in models.items()}
     preprocessed = time.perf_counter()
     plane = max(by_spec.values(), key=len)[..., 0]
-    thumbnail = thumbnail_from_input(plane, picture.width, picture.height)
+    thumbnail = thumbnail_from_input(plane, upload.image.width, upload.image.height)
     write_thumbnail(thumbnail, settings.thumbnail_dir / f"{image_id}.png")
     for stage, seconds in zip(
         metrics.IMAGE_STAGES,
         (read - started, decoded - read, preprocessed - decoded, time.perf_counter() - preprocessed),
     ):
         metrics.observe_image_stage(stage, seconds)
-    return Decoded(width=picture.width, height=picture.height, mode=picture.mode, inputs=inputs)
+    return Decoded(upload.width, upload.height, upload.mode, inputs, upload.notes)
 
 
 def read_image(image: Image, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:

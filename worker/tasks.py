@@ -7,9 +7,10 @@ import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
-from broker import PREDICT_TASK
+from broker import PREDICT_TASK, send_forwards
 from db.jobs import requeue_images
 from db.session import session_scope
 from worker import delivery, inference, metrics, runtime
@@ -52,6 +53,16 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     metrics.observe_batch_stage("commit", time.perf_counter() - committing)
     metrics.observe_batch_stage("total", time.perf_counter() - started)
     counts = {name: counts[name] + n for name, n in outcome.counts().items()}
+    if settings.dicom_forward and outcome.done:
+        _forward(self.app, outcome.done)
     metrics.count_batch(counts)
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
+
+
+def _forward(app, image_ids: list[int]) -> None:
+    """Hand the stored results to the forwarding worker; a broker outage loses the forwarding, never the batch."""
+    try:
+        send_forwards(app, image_ids)
+    except BrokerError as error:
+        log.error("could not queue the forwarding of %d SRs: %s", len(image_ids), error)

@@ -61,7 +61,7 @@ def handle_http_error(error: HTTPException):
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=error.original_exception)
     message = _message(error)
     status = error.code or 500
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/dicomweb/")):
         return error_response(status, message)
     return render_template("error.html", status=status, reason=HTTP_STATUS_CODES.get(status), message=message), status
 

@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from db.jobs import visible_jobs
 from db.models import Image, ImageStatus, Job
+from models.dicom import REDUCING_GAP, DicomError, decode_dicom, looks_like_dicom
 from models.gradcam import HEADS
-from models.preprocess import ImageDecodeError, decode_image, to_gray
+from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, decode_image, to_gray
 from web.api import bp
 from web.extensions import get_db, get_settings
 
@@ -31,8 +32,19 @@ def visible_image_or_404(image_id: int) -> Image:
 
 
 def render_png(data: bytes) -> bytes:
-    """The stored file as an 8-bit gray PNG, through the same decoding and gray conversion as the models."""
-    gray = to_gray(decode_image(data))
+    """The stored file as an 8-bit gray PNG, through the same decoding and gray conversion as the models.
+
+    DICOM goes through the worker's display pipeline (modality LUT, VOI LUT or window, MONOCHROME1, Bits
+    Stored), reduced only when its longer side is at least twice MAX_WORKING_SIDE, as other formats are.
+    """
+    if looks_like_dicom(data):
+        try:
+            picture = decode_dicom(data, target_size=int(MAX_WORKING_SIDE // REDUCING_GAP)).image
+        except DicomError as error:
+            raise ImageDecodeError(str(error)) from None
+    else:
+        picture = decode_image(data)
+    gray = to_gray(picture)
     pixels = np.rint(gray * 255.0).astype(np.uint8)
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="PNG", compress_level=1)

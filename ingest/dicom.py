@@ -1,0 +1,128 @@
+"""DICOM files on ingest: check the file is an X-ray image, de-identify it, and keep its metadata on the row.
+
+The file is parsed once here (`models.dicom.read_dicom`): what is not an image (SR, presentation state,
+RT, PDF, a truncated file...) is refused on its own row with the reader's message, and a DICOMDIR is
+recognised so that a folder upload can skip it. Unless RADBATCH_DEIDENTIFY=false, the stored copy is the
+data set after the PS3.15 Basic Profile (`ingest.deidentify`) and the row keeps only the keyed pseudonym
+of PatientID; the metadata on the row is read after de-identification, so it holds what the stored file
+holds. The pixels are decoded later, by the worker.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from db.models import Image
+from ingest.deidentify import deidentify
+from models.dicom import READ_ERRORS, DicomDirError, DicomError, dicom_metadata, image_warnings, read_dicom
+
+logger = logging.getLogger(__name__)
+NOTE_SEPARATOR = "; "
+
+
+class SkippedDicomDir(Exception):
+    """The file is a DICOMDIR (an index of a DICOM folder, not an image): it gets no row."""
+
+
+@dataclass
+class PreparedDicom:
+    """A DICOM image ready to store: the bytes to write and what its row keeps."""
+
+    stored_bytes: bytes
+    columns: dict = field(default_factory=dict)
+
+
+def _encoded(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def prepare_dicom(data: bytes, secret: str, deidentify_enabled: bool) -> PreparedDicom:
+    """Parse and check `data`, de-identify it (when enabled) and return what to store.
+
+    Raises DicomError with a message for the row, or SkippedDicomDir for a DICOMDIR.
+    """
+    try:
+        ds = read_dicom(data)
+    except DicomDirError:
+        raise SkippedDicomDir() from None
+    try:
+        notes = image_warnings(ds)  # before de-identification, which may empty the attributes they read
+        identity = deidentify(ds, secret, enabled=deidentify_enabled)
+        metadata = dicom_metadata(ds)
+        stored = _encoded(ds) if deidentify_enabled else data
+    except READ_ERRORS as error:  # the message may quote a value of the file: only its type is said
+        message = f"cannot de-identify this DICOM file: a malformed element ({type(error).__name__})"
+        raise DicomError("corrupt", message) from None
+    spacing = metadata.pixel_spacing_mm or (None, None)
+    columns = {
+        "study_instance_uid": metadata.study_instance_uid,
+        "series_instance_uid": metadata.series_instance_uid,
+        "sop_instance_uid": metadata.sop_instance_uid,
+        "accession_number": metadata.accession_number,
+        "study_date": metadata.study_date,
+        "view_position": metadata.view_position,
+        "photometric_interpretation": metadata.photometric_interpretation,
+        "bits_stored": metadata.bits_stored,
+        "transfer_syntax_uid": metadata.transfer_syntax_uid,
+        "pixel_spacing_row_mm": spacing[0],
+        "pixel_spacing_column_mm": spacing[1],
+        "patient_pseudonym": identity.pseudonym,
+        "patient_id": identity.patient_id,
+        "patient_name": identity.patient_name,
+        "width": metadata.columns,
+        "height": metadata.rows,
+        "notes": join_notes(notes + identity.warnings),
+    }
+    return PreparedDicom(stored_bytes=stored, columns=columns)
+
+
+def join_notes(notes: list[str]) -> str | None:
+    """Notes for the row's `notes` column, each once, in order."""
+    return NOTE_SEPARATOR.join(dict.fromkeys(note for note in notes if note)) or None
+
+
+def split_notes(text: str | None) -> list[str]:
+    return [note for note in (text or "").split(NOTE_SEPARATOR) if note]
+
+
+def apply_columns(image: Image, prepared: PreparedDicom) -> None:
+    for name, value in prepared.columns.items():
+        setattr(image, name, _clipped(name, value))
+
+
+_LIMITS = {
+    "study_instance_uid": 64,
+    "series_instance_uid": 64,
+    "sop_instance_uid": 64,
+    "accession_number": 64,
+    "study_date": 16,
+    "view_position": 32,
+    "photometric_interpretation": 32,
+    "transfer_syntax_uid": 64,
+    "patient_pseudonym": 64,
+    "patient_id": 64,
+    "patient_name": 255,
+}
+
+
+def _clipped(name: str, value):
+    """Values longer than their column (a malformed file) are cut rather than failing the whole upload."""
+    limit = _LIMITS.get(name)
+    return value[:limit] if limit and isinstance(value, str) else value
+
+
+__all__ = [
+    "DicomError",
+    "PreparedDicom",
+    "SkippedDicomDir",
+    "apply_columns",
+    "join_notes",
+    "prepare_dicom",
+    "split_notes",
+]

@@ -1,0 +1,37 @@
+"""DICOM instances as image rows: their path names the study and the SOP instance, so a job holds each once.
+
+The listener and STOW-RS give each received instance the path `<StudyInstanceUID>/<SOPInstanceUID>.dcm`; an
+instance the job already holds (a sender sending again what it was never told was stored) is not stored twice.
+"""
+
+from __future__ import annotations
+
+import io
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Image
+
+_IDENTITY = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"]
+
+
+def instance_path(study_uid: str, sop_instance_uid: str) -> str:
+    return f"{study_uid or 'unknown-study'}/{sop_instance_uid}.dcm"
+
+
+def instance_identity(data: bytes) -> tuple[str, str, str]:
+    """(SOPClassUID, SOPInstanceUID, StudyInstanceUID) of a Part 10 file, read without its pixel data; empty
+    strings for what cannot be read."""
+    try:
+        dataset = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY)
+        return tuple(str(dataset.get(keyword, "") or "") for keyword in _IDENTITY)  # type: ignore[return-value]
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError, TypeError):
+        return "", "", ""
+
+
+def held_instance(session: Session, job_id: int, path: str) -> int | None:
+    """The id of the job's image with this path, if it holds one."""
+    return session.scalar(select(Image.id).where(Image.job_id == job_id, Image.path == path).limit(1))

@@ -1,0 +1,158 @@
+"""The DICOM C-STORE SCP: a pynetdicom AE whose handlers only store, record and close jobs.
+
+Every storage SOP class is accepted in every transfer syntax pynetdicom knows (ingest decides what it can
+read and says why on the row). The raw encoded data set is written after its file meta information, as the
+sender encoded it, without decoding it. Calling AE titles outside RADBATCH_DICOM_ALLOWED_AETS are rejected
+at association (reason: calling AE title not recognised).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from datetime import datetime, timezone
+
+from celery import Celery
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import User
+from ingest import instance_identity, instance_path
+from listener import jobs
+from listener.storing import OUT_OF_RESOURCES, SUCCESS, queue_quietly, store_instance
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+RESUME_WINDOW_S = 600  # how long a job cut off by a dead listener waits for its sender to come back
+
+
+def part10_bytes(event: evt.Event) -> bytes:
+    """The received data set as a DICOM file: preamble, file meta information, the data set as encoded."""
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
+    buffer.write(event.request.DataSet.getvalue())
+    return buffer.getvalue()
+
+
+def _status(code: int, comment: str = "") -> Dataset:
+    status = Dataset()
+    status.Status = code
+    if comment:
+        status.ErrorComment = comment[:64]
+    return status
+
+
+class Listener:
+    """The AE, its handlers and which job each live association fills."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], client: Celery):
+        self.settings, self.sessions, self.client = settings, sessions, client
+        self._lock = threading.Lock()
+        self._jobs: dict[Association, int] = {}
+        with sessions() as session:
+            user = jobs.listener_user(session, settings.dicom_user)
+            self._user_id = user.id
+            self._interrupted = jobs.interrupted_jobs(session, user)
+        if self._interrupted:
+            logger.warning("jobs cut off by a previous listener, waiting for their senders: %s", self._interrupted)
+        self._resume_timer = threading.Timer(RESUME_WINDOW_S, self.close_interrupted)
+        self._resume_timer.daemon = True
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.settings.dicom_aet)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        if self.settings.dicom_allowed_aets:
+            ae.require_calling_aet = list(self.settings.dicom_allowed_aets)
+        return ae
+
+    def handlers(self) -> list[tuple]:
+        return [
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_end),
+            (evt.EVT_ABORTED, self.on_end),
+            (evt.EVT_CONN_CLOSE, self.on_end),
+        ]
+
+    def serve(self, block: bool = True):
+        """Listen on RADBATCH_DICOM_HOST:RADBATCH_DICOM_PORT; with block=False return the server (tests)."""
+        self._resume_timer.start()
+        address = (self.settings.dicom_host, self.settings.dicom_port)
+        logger.info("DICOM listener %s on %s:%d", self.settings.dicom_aet, *address)
+        return self.ae.start_server(address, block=block, evt_handlers=self.handlers())
+
+    def on_echo(self, event: evt.Event) -> int:
+        logger.info("C-ECHO from %s", event.assoc.requestor.ae_title)
+        return SUCCESS
+
+    def _job_for(self, assoc: Association) -> int:
+        with self._lock:
+            if assoc in self._jobs:
+                return self._jobs[assoc]
+            calling_aet = assoc.requestor.ae_title.strip()
+            resumed = self._interrupted.pop(calling_aet, None)
+            with self.sessions() as session:
+                if resumed is not None and jobs.accepting(session, resumed):
+                    job_id = resumed
+                    logger.info("%s continues job %d, cut off by a previous listener", calling_aet, job_id)
+                else:
+                    user = session.get(User, self._user_id)
+                    job_id = jobs.start_job(session, user, calling_aet, datetime.now(timezone.utc))
+                    session.commit()
+                    logger.info("association from %s: job %d", calling_aet, job_id)
+            self._jobs[assoc] = job_id
+            return job_id
+
+    def on_store(self, event: evt.Event) -> Dataset:
+        try:
+            job_id = self._job_for(event.assoc)
+        except SQLAlchemyError as error:
+            logger.error("could not start a job: %s", error)
+            return _status(OUT_OF_RESOURCES, "database unavailable")
+        data = part10_bytes(event)
+        path = instance_path(instance_identity(data)[2], str(event.request.AffectedSOPInstanceUID))
+        outcome = store_instance(self.sessions, self.settings, self.client, job_id, path, data)
+        if outcome.status != SUCCESS:
+            logger.warning("job %d: %s answered 0x%04X (%s)", job_id, path, outcome.status, outcome.comment)
+        return _status(outcome.status, outcome.comment)
+
+    def on_end(self, event: evt.Event) -> None:
+        """Released, aborted or dropped: close the association's job and queue what arrived."""
+        with self._lock:
+            job_id = self._jobs.pop(event.assoc, None)
+        if job_id is not None:
+            self.close(job_id, f"association from {event.assoc.requestor.ae_title.strip()} {event.event.name}")
+
+    def close(self, job_id: int, why: str) -> None:
+        try:
+            with self.sessions() as session:
+                closed = jobs.close_job(session, job_id)
+                session.commit()
+        except SQLAlchemyError as error:  # the open-job TTL of the recovery sweep closes it later
+            logger.error("job %d: could not close it (%s): %s", job_id, why, error)
+            return
+        sent = queue_quietly(self.sessions, self.client, job_id, self.settings.batch_size, full_batches_only=False)
+        if closed:
+            logger.info("job %d closed (%s); %d images queued now", job_id, why, sent)
+
+    def close_interrupted(self) -> None:
+        """Close the cut-off jobs whose senders did not come back within RESUME_WINDOW_S."""
+        with self._lock:
+            left, self._interrupted = self._interrupted, {}
+        for aet, job_id in left.items():
+            self.close(job_id, f"{aet} did not come back within {RESUME_WINDOW_S} s")
+
+    def shutdown(self) -> None:
+        """Stop listening; the jobs of live associations are closed as those end."""
+        self._resume_timer.cancel()
+        self.ae.shutdown()

@@ -1,0 +1,103 @@
+"""Store one received instance through the one ingest path and say which C-STORE status the sender gets.
+
+- **Success (0x0000)** only once the file is on disk, flushed (`ingest.sync_stored`), and its row committed.
+- **Out of resources (0xA700)** when the disk or the database fails: nothing of the instance was kept, and the
+  sender will send it again.
+- **Cannot understand (0xC000)** when ingest refused the file (its row carries the reason) or the job no longer
+  accepts files (cancelled meanwhile): sending it again would not help.
+
+Instances are recognised by their SOP Instance UID within the job (`ingest.instances`): an instance the job
+already holds is answered with success and not stored again. A sender that resends what a dead listener never
+acknowledged (see `listener.jobs`) therefore adds each instance once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.jobs import refresh_job
+from db.models import ImageStatus
+from ingest import (
+    Incoming,
+    QueueUnavailable,
+    add_files,
+    discard_stored,
+    held_instance,
+    queue_pending,
+    sync_stored,
+)
+from listener.jobs import accepting
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    comment: str = ""  # why, for the sender's ErrorComment (at most 64 characters are sent)
+    image_id: int | None = None
+    duplicate: bool = False
+
+
+def _store(session: Session, settings: Settings, job_id: int, path: str, data: bytes) -> Outcome:
+    if not accepting(session, job_id):
+        return Outcome(CANNOT_UNDERSTAND, f"job {job_id} no longer accepts files (closed or cancelled)")
+    held = held_instance(session, job_id, path)
+    if held is not None:
+        return Outcome(SUCCESS, image_id=held, duplicate=True)
+    images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data))], settings)
+    try:
+        sync_stored(images, settings.upload_dir)
+        refresh_job(session, job_id)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        discard_stored(images, settings.upload_dir)
+        raise
+    if not images:  # ingest keeps no row for a DICOMDIR: an index of files, not an image
+        return Outcome(CANNOT_UNDERSTAND, "not an image (a DICOMDIR)")
+    image = images[0]
+    if image.status == ImageStatus.failed:
+        return Outcome(CANNOT_UNDERSTAND, image.error or "refused", image_id=image.id)
+    return Outcome(SUCCESS, image_id=image.id)
+
+
+def store_instance(
+    sessions: sessionmaker[Session], settings: Settings, client: Celery, job_id: int, path: str, data: bytes
+) -> Outcome:
+    """Store one Part 10 file in the job, commit, then queue the job's full batches."""
+    try:
+        with sessions() as session:
+            outcome = _store(session, settings, job_id, path, data)
+    except OSError as error:
+        logger.error("job %s: could not store %s: %s", job_id, path, error)
+        return Outcome(OUT_OF_RESOURCES, f"storage failed: {error.strerror or error}")
+    except SQLAlchemyError as error:
+        logger.error("job %s: database failed while storing %s: %s", job_id, path, error)
+        return Outcome(OUT_OF_RESOURCES, "database unavailable")
+    if outcome.status == SUCCESS and not outcome.duplicate:
+        queue_quietly(sessions, client, job_id, settings.batch_size, full_batches_only=True)
+    return outcome
+
+
+def queue_quietly(
+    sessions: sessionmaker[Session], client: Celery, job_id: int, batch_size: int, full_batches_only: bool
+) -> int:
+    """Send the job's pending images; a broker or database outage leaves them pending (stored and committed)
+    for the next call, the job's closing or the recovery sweep, and never fails the sender."""
+    try:
+        with sessions() as session:
+            return queue_pending(session, client, job_id, batch_size, full_batches_only)
+    except (QueueUnavailable, SQLAlchemyError) as error:
+        logger.warning("job %s: images stored but not queued yet: %s", job_id, error)
+        return 0
