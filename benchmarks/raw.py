@@ -89,7 +89,8 @@ def heatmap_cost(
 ) -> dict:
     """Each batch prepared once, then predicted both without heat maps and with them (Grad-CAM drawn and written
     as PNGs into `folder` in the pool, as the worker does), in alternating order so both meet the same load.
-    Seconds: prepare_s, plain_s (inference alone), with_s (inference keeping every output), heatmaps_s."""
+    Seconds: prepare_s, plain_s (inference in the plain pass), with_s (inference in the heat-map pass: the same
+    session, whose outputs are now kept), heatmaps_s (Grad-CAM, colouring, PNG encoding and writing)."""
     specs = _specs(models)
     for model in models.values():
         model.predict_all(np.zeros((batch_size, model.input_size, model.input_size, model.channels), np.float32))

@@ -177,7 +177,8 @@ def print_table(result: dict, args) -> None:
     heat = result["heatmap_cost"]
     print(
         f"heat maps, raw, ms/image (same batches, alternating): prepare {1000 * heat['prepare_s'] / n:.2f}, "
-        f"inference without {1000 * heat['plain_s'] / n:.2f}, with all outputs {1000 * heat['with_s'] / n:.2f}, "
+        f"inference in the plain pass {1000 * heat['plain_s'] / n:.2f}, "
+        f"in the heat-map pass {1000 * heat['with_s'] / n:.2f}, "
         f"Grad-CAM + PNG {1000 * heat['heatmaps_s'] / n:.2f}"
     )
     if api:
