@@ -9,7 +9,7 @@ disease logit (before the sigmoid). GAP is linear, so for a feature map A of lev
 and for a Dense-ReLU-Dense head `dz/dp = W1 @ (relu'(W1.T p + b1) * w2)` (for one Dense layer, `dz/dp = w`).
 So the gradient Grad-CAM needs is a function of the head's weights and `p = mean(A)` alone, and computing it
 here gives what TensorFlow's GradientTape gives (tests/test_heatmaps.py checks it), on any runtime: the served
-model only has to return the feature maps that feed each GAP (`serving_model` adds them as outputs).
+model only has to return the feature maps that feed each GAP (`feature_map_outputs` names them as outputs).
 
 Per level, Grad-CAM is `ReLU(sum_k alpha_k A_k)` with `alpha_k = sum_(x,y) dz/dA_k(x, y) = dz/dp_k`: the paper
 averages over positions instead, a constant per map that matters only when maps of several resolutions are
@@ -131,17 +131,12 @@ def heatmaps(outputs: dict[str, np.ndarray], head: DenseHead, side: int) -> np.n
     return np.stack([combine([level[i] for level in levels], side) for i in range(len(levels[0]))])
 
 
-def serving_model(name: str, keras_model: Any) -> Any:
-    """`keras_model` with the disease probability as output "disease" and, for a model in HEADS, the feature map
-    that feeds each GAP of its head as "features_<i>" (in the order the head concatenates them)."""
+def feature_map_outputs(name: str, keras_model: Any) -> dict[str, Any]:
+    """For a model in HEADS, the feature map that feeds each GAP of its head, as "features_<i>" (in the order the
+    head concatenates them): the extra outputs its served form has (models.architectures.with_pooled_features)."""
     if name not in HEADS:
-        return keras_model
-    import keras
-
-    outputs = {DISEASE_OUTPUT: keras_model.outputs[0]}
-    for i, tensor in enumerate(gap_inputs(keras_model.outputs[0])):
-        outputs[f"{FEATURE_PREFIX}{i}"] = tensor
-    return keras.Model(keras_model.inputs[0], outputs, name=keras_model.name)
+        return {}
+    return {f"{FEATURE_PREFIX}{i}": tensor for i, tensor in enumerate(gap_inputs(keras_model.outputs[0]))}
 
 
 def gap_inputs(tensor: Any) -> list[Any]:

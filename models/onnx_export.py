@@ -190,10 +190,10 @@ def cached_export(
 
 def build(name: str, cache_dir: Path) -> Path:
     """The ONNX file of the trained model `name` in `cache_dir`, exported if missing."""
-    from models.registry import WEIGHTS_DIR, serving_keras
+    from models.registry import WEIGHTS_DIR, keras_with_weights
     from models.runtime import probe
 
-    path, _ = cached_export(lambda: serving_keras(name), WEIGHTS_DIR / name / "weights.npz", cache_dir, probe)
+    path, _ = cached_export(lambda: keras_with_weights(name), WEIGHTS_DIR / name / "weights.npz", cache_dir, probe)
     return path
 
 

@@ -29,6 +29,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
 DISEASE_OUTPUT = gradcam.DISEASE_OUTPUT  # in a model with several outputs, the one holding the disease probability
+FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -119,6 +120,18 @@ class LoadedModel:
         """Calibrated probabilities of disease."""
         return self.calibration(self.predict_raw(batch))
 
+    @property
+    def has_pooled_features(self) -> bool:
+        return FEATURES_OUTPUT in self.runner.output_names
+
+    def predict_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities of disease and the pooled features (None if the served model lacks that
+        output), from one forward pass."""
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32), None
+        outputs = self.runner(batch)
+        return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
+
     def heatmaps(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Grad-CAM of the disease logit from `predict_all`'s outputs: (n, size, size) on the padded input square
         (models/gradcam.py)."""
@@ -130,18 +143,21 @@ class LoadedModel:
         return "disease" if probability >= self.threshold else "healthy"
 
 
-def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The Keras model `name` with its trained weights (imports TensorFlow)."""
+def trained_keras(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` as trained, with its weights: one output, the disease probability."""
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
     return keras_model
 
 
-def serving_keras(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The model as every runtime serves it: for a model with heat maps, the disease probability plus the
-    feature maps Grad-CAM needs (models/gradcam.py); otherwise the trained model itself."""
-    return gradcam.serving_model(name, keras_with_weights(name, weights_dir))
+def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` with its trained weights, in its served form: outputs `disease`, `pooled_features`
+    and, for a model with heat maps, the feature maps Grad-CAM needs, `features_<i>` (imports TensorFlow)."""
+    from models.architectures import with_pooled_features
+
+    keras_model = trained_keras(name, weights_dir)
+    return with_pooled_features(keras_model, gradcam.feature_map_outputs(name, keras_model))
 
 
 def load_model(
@@ -155,7 +171,7 @@ def load_model(
     card = read_card(name, weights_dir)
     size, channels = input_spec(name)
     runner, keras_model = make_runner(
-        runtime, lambda: serving_keras(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
+        runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
     )
     head = gradcam.read_head(name, weights_dir / name / "weights.npz") if name in gradcam.HEADS else None
     return LoadedModel(

@@ -123,6 +123,10 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     expect(page.locator("#viewer-predictions tr td:nth-child(4)")).to_have_text(
         [f"{done[3]['predictions'][m]['threshold']:.3f}" for m in ("cnn", "unet", "ensemble")]
     )
+    findings = done[3]["findings"]
+    assert findings, "the worker served no findings"
+    shown = [f"{n}: {f['probability']:.3f} {f['label']} (threshold {f['threshold']:.3f})" for n, f in findings.items()]
+    expect(page.locator("#viewer-findings li")).to_have_text(shown)
     expect(page.locator("#heatmap-controls")).to_be_visible()  # the worker drew both models' heat maps
     browser.shot("viewer-open", full_page=False)
 

@@ -46,6 +46,11 @@ def jobs_named(stack: NetworkStack, prefix: str) -> list[dict]:
     return [job for job in jobs if job["name"].startswith(prefix)]
 
 
+def closed_jobs_named(stack: NetworkStack, prefix: str) -> list[dict] | None:
+    found = jobs_named(stack, prefix)
+    return found if found and not any(job["is_open"] for job in found) else None
+
+
 def assert_every_result_once(stack: NetworkStack, job: dict, sent: dict[str, Path]) -> None:
     finished = stack.api.wait_finished(job["id"], timeout=300)
     assert (finished["total"], finished["done"], finished["failed"]) == (len(sent), len(sent), 0)
@@ -81,8 +86,8 @@ def test_storescu_folder_becomes_one_job_and_every_sr_is_forwarded(network_stack
     sent = write_dicom_folder(tmp_path / "study", 50)
     result = storescu(network_stack, "STORESCU", tmp_path / "study")
     assert result.returncode == 0, result.stderr[-2000:]
-    (job,) = jobs_named(network_stack, "DICOM from STORESCU at ")
-    assert not job["is_open"]
+    # The listener closes the job in the association's thread after the release, so shortly after storescu exits.
+    (job,) = wait_for(lambda: closed_jobs_named(network_stack, "DICOM from STORESCU at "), 30, "the job closed")
     assert_every_result_once(network_stack, job, sent)
     assert_forwarded_and_valid(network_stack, sent)
     assert_no_phi(network_stack)

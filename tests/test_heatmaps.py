@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 
 from models import gradcam
 from models.preprocess import load_and_preprocess
-from models.registry import WEIGHTS_DIR, keras_with_weights
+from models.registry import WEIGHTS_DIR, keras_with_weights, trained_keras
 from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
 from worker.heatmaps import picture, render
 
@@ -67,8 +67,8 @@ def batch() -> np.ndarray:
 
 @pytest.mark.parametrize("name", HEAT_MODELS)
 def test_numpy_gradcam_equals_gradient_tape_gradcam(name: str, batch: np.ndarray) -> None:
-    keras_model = keras_with_weights(name)
-    outputs = {k: np.asarray(v) for k, v in gradcam.serving_model(name, keras_model)(batch, training=False).items()}
+    keras_model = trained_keras(name)
+    outputs = {k: np.asarray(v) for k, v in keras_with_weights(name)(batch, training=False).items()}
     np.testing.assert_allclose(outputs["disease"], np.asarray(keras_model(batch, training=False)), atol=1e-6)
     head = gradcam.read_head(name, WEIGHTS_DIR / name / "weights.npz")
     ours = gradcam.level_maps([outputs[k] for k in gradcam.feature_names(outputs)], head)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from broker.inflight import BrokerView
+from db.findings import FindingPrediction
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import make_dirs
@@ -55,7 +56,7 @@ def make_job(settings: Settings, sessions, files: dict[str, bytes | None], **job
 
 def run(settings, sessions, models, ids):
     with session_scope(sessions) as session:
-        return inference.predict_batch(session, ids, models.models, models.ensemble, settings)
+        return inference.predict_batch(session, ids, models.models, models.ensemble, settings, models.findings)
 
 
 def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -> None:
@@ -80,6 +81,15 @@ def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -
             ).all()
         )
         assert sorted(per_image.values()) == [3] * 6
+        findings = dict(
+            session.execute(
+                select(FindingPrediction.image_id, func.count())
+                .where(FindingPrediction.image_id.in_(ids))
+                .group_by(FindingPrediction.image_id)
+            ).all()
+        )
+        assert loaded_models.findings is not None
+        assert sorted(findings.values()) == [len(loaded_models.findings.served)] * 6  # none for the failed files
         images = {image.path: image for image in session.scalars(select(Image).where(Image.job_id == job_id))}
         assert images["truncated.png"].error.startswith("corrupt or truncated PNG file")
         assert images["gone.png"].error == "the uploaded file is missing from the server's upload folder"
@@ -106,6 +116,8 @@ def test_an_image_put_back_in_the_queue_never_gets_a_second_row(env, loaded_mode
     assert outcome.done == [ids[0]]
     with session_scope(sessions) as session:
         assert session.scalar(select(func.count()).where(Prediction.image_id == ids[0])) == 3
+        served = len(loaded_models.findings.served) if loaded_models.findings else 0
+        assert session.scalar(select(func.count()).where(FindingPrediction.image_id == ids[0])) == served
         assert session.get(Job, job_id).done == 3
 
 

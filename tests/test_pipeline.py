@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction
 from db.session import session_scope
+from models.findings import FindingHeads
 from models.registry import read_card, read_ensemble
 from tests import services
 from tests.conftest import PIPELINE_IMAGES, Stack
@@ -30,6 +31,12 @@ def versions() -> dict[str, str]:
         "unet": read_card("unet")["version"],
         "ensemble": read_ensemble()["version"],
     }
+
+
+def worker_versions() -> dict[str, str]:
+    """What a worker announces: the models' versions and, when trained, the findings heads'."""
+    heads = FindingHeads.load()
+    return versions() | ({"findings": heads.version} if heads else {})
 
 
 def prediction_counts(stack: Stack, job_id: int) -> dict[str, int]:
@@ -70,7 +77,7 @@ def test_readyz_lists_the_worker_and_its_models(e2e_stack: Stack) -> None:
     response = requests.get(f"{e2e_stack.base_url}/readyz", timeout=10)
     assert response.status_code == 200, response.text
     workers = response.json()["workers"]
-    assert workers and workers[0]["models"] == versions()
+    assert workers and workers[0]["models"] == worker_versions()
 
 
 def test_a_200_image_job_gets_exactly_one_prediction_per_model_per_image(e2e_stack: Stack, shared_images) -> None:

@@ -20,11 +20,11 @@ from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
 from worker.runtime import check_weights
 
 TOLERANCE = 1e-4
-SERVED_OUTPUTS = {
-    "cnn": ["disease", "features_0"],
-    "unet": ["disease", "features_0", "features_1", "features_2", "features_3"],
-    "seed-cnn": ["output_0"],
-    "seed-unet": ["output_0"],
+SERVED_OUTPUTS = {  # the probability, the pooled features (findings) and the feature maps (heat maps)
+    "cnn": ["disease", "features_0", "pooled_features"],
+    "unet": ["disease", "features_0", "features_1", "features_2", "features_3", "pooled_features"],
+    "seed-cnn": ["disease", "pooled_features"],
+    "seed-unet": ["disease", "pooled_features"],
 }
 
 
@@ -51,7 +51,7 @@ def test_every_runtime_gives_the_keras_probabilities(name: str, onnx_cache: Path
         np.testing.assert_allclose(model.predict(batch), expected, atol=TOLERANCE, rtol=0, err_msg=runtime)
         outputs = model.predict_all(batch)
         assert list(outputs) == list(expected_all) == SERVED_OUTPUTS[name], runtime
-        for output in outputs:  # the probability, and the feature maps the heat maps are drawn from
+        for output in outputs:
             np.testing.assert_allclose(outputs[output], expected_all[output], atol=TOLERANCE, rtol=0, err_msg=output)
         # Batches of any size, including one image, go through the same compiled program or graph.
         np.testing.assert_allclose(model.predict(batch[:1]), expected[:1], atol=TOLERANCE, rtol=0, err_msg=runtime)

@@ -159,3 +159,41 @@ def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
         true_pos = int(((predicted == 1) & (labels == 1)).sum())
         assert printed[name]["sensitivity"] == pytest.approx(true_pos / labels.sum())
     np.testing.assert_allclose(probabilities["ensemble"], (probabilities["cnn"] + probabilities["unet"]) / 2, 1e-6)
+
+
+def test_evaluate_reports_subsets_and_predictions_agree_with_the_json(trained_weights, tmp_path, capsys):
+    import csv
+
+    from training.evaluate import main
+    from training.subsets import NATIVE, SOURCE_PREFIX, UPSAMPLED
+
+    predictions = tmp_path / "predictions.csv"
+    arguments = ["--data", str(MINI), "--models", "cnn,unet,seed-cnn,seed-unet", "--weights", str(trained_weights)]
+    main([*arguments, "--json", "--predictions", str(predictions)])
+    printed = json.loads(capsys.readouterr().out)
+    with predictions.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 40
+    assert list(rows[0]) == ["image", "patient", "source", "upsampled", "label", *printed]
+    labels = np.array([int(row["label"]) for row in rows])
+    native = np.array([row["upsampled"] == "0" for row in rows])
+    covid = np.array([row["source"] == "github:muhammedtalo/COVID-19" for row in rows])
+    assert native.sum() == 22 and covid.sum() == 13
+    for name, result in printed.items():
+        p = np.array([float(row[name]) for row in rows])
+        subsets = result["subsets"]
+        assert result["auc"] == pytest.approx(roc_auc_score(labels, p), abs=1e-6)
+        assert subsets["all"]["auc"] == pytest.approx(result["auc"], abs=1e-9)
+        assert subsets[NATIVE]["n"] == 22 and subsets[UPSAMPLED]["n"] == 18
+        assert subsets[NATIVE]["auc"] == pytest.approx(roc_auc_score(labels[native], p[native]), abs=1e-6)
+        within = subsets[SOURCE_PREFIX + "github:muhammedtalo/COVID-19"]
+        assert (within["n"], within["disease"]) == (13, 5)
+        assert within["auc"] == pytest.approx(roc_auc_score(labels[covid], p[covid]), abs=1e-6)
+        assert subsets[SOURCE_PREFIX + "github:samadon1/radSIM"]["auc"] is None  # disease only: no AUC
+    ensemble = np.array([float(row["ensemble"]) for row in rows])
+    mean = (np.array([float(r["cnn"]) for r in rows]) + np.array([float(r["unet"]) for r in rows])) / 2
+    np.testing.assert_allclose(ensemble, mean, atol=1e-6)
+
+    main(arguments)  # the text form ends with the subset table
+    table = capsys.readouterr().out
+    assert "| native resolution | 22 | 14 |" in table and "| source github:samadon1/radSIM | 9 | 9 |" in table

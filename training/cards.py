@@ -2,9 +2,11 @@
 
     python -m training.cards --data ../shared/data/nih-cxr14-subset
 
-Run after training all four models and `training.ensemble`. It evaluates every model
-(and the ensemble) on the TEST split of the committed patient-wise split, adds the
-results to each `card.json`, writes each `card.md`, and the plots under models/weights/report/.
+Run after training all four models, `training.ensemble` and `training.findings`. It evaluates every model
+(and the ensemble) on the TEST split of the committed patient-wise split, on all images and on each subset of
+training/subsets.py (native resolution, upsampled, each source), adds the results to each `card.json`, writes
+each `card.md` (with the per-finding table of the findings card, for the models whose features it reads),
+and the plots under models/weights/report/.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
+from models.findings import FINDINGS_FOLDER
 from models.registry import MODEL_NAMES, WEIGHTS_DIR, read_card
-from training.evaluate import evaluate
+from training.evaluate import evaluate_records
+from training.findings_card import findings_table
 from training.report import write_report
+from training.subsets import subset_table
 from training.train import DEFAULT_SPLIT
 
 LIMITS = """\
@@ -28,7 +33,8 @@ LIMITS = """\
 - **Shortcuts.** Disease is more common on AP (bedside) films than PA; a model may partly learn the view,
   markers or image quality rather than the pathology. Performance on other hospitals, scanners, children
   or non-frontal views is unknown.
-- **Binary only.** "Disease" lumps 14 findings of very different difficulty; the model does not say which.
+- **Binary.** "Disease" lumps 14 findings of very different difficulty; the model does not say which. Per-finding
+  probabilities come from a second small model on its features (`models/weights/findings/card.md`).
 """
 
 
@@ -71,7 +77,7 @@ Validation AUC {val_auc} (n={val_n}).
 The ensemble is the mean of the calibrated `cnn` and `unet` probabilities (threshold by Youden's J on validation).
 Plots: `models/weights/report/`. Re-run on any NIH-layout folder:
 `python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json`.
-
+{subsets}{findings}
 ## Limits
 
 {limits}"""
@@ -90,7 +96,7 @@ def metrics_table(test_metrics: dict) -> str:
     return header + "\n".join(rows) + "\n"
 
 
-def render_card(card: dict, test_metrics: dict) -> str:
+def render_card(card: dict, test_metrics: dict, findings_card: dict | None = None) -> str:
     recipe, training, splits = card["recipe"], card["training"], card["data"]["splits"]
     split_lines = "\n".join(
         f"| {s} | {v['images']} | {v['patients']} | {v['disease']} | {v['healthy']} | {v['upsampled_from_64px']} |"
@@ -132,20 +138,50 @@ def render_card(card: dict, test_metrics: dict) -> str:
         "val_n": card["validation"]["n"],
         "test_n": next(iter(test_metrics.values()))["n"],
         "table": metrics_table(test_metrics),
+        "subsets": subsets_section(test_metrics),
+        "findings": findings_section(card["name"], findings_card),
         "limits": LIMITS,
     }
     return CARD_TEMPLATE.format(**fields)
 
 
+def subsets_section(test_metrics: dict) -> str:
+    if not all("subsets" in m for m in test_metrics.values()):
+        return ""
+    return (
+        "\n## Test AUC by subset\n\nNative resolution (`upsampled_from_64px == 0` in sources.csv), upsampled "
+        "from 64 px, and within each source (the public copy an image came from; AUC only where each class has at "
+        "least 5 images): a model can score by recognising the source instead of the image.\n\n"
+        + subset_table({name: m["subsets"] for name, m in test_metrics.items()})
+    )
+
+
+def findings_section(name: str, findings_card: dict | None) -> str:
+    if not findings_card or name not in findings_card["feature_models"]:
+        return ""
+    return (
+        f"\n## Per-finding probabilities\n\nThe findings heads (`models/weights/findings/card.md`, version "
+        f"`{findings_card['version']}`) read this model's `pooled_features`. Test AUC per finding:\n\n"
+        + findings_table(findings_card)
+        + f"\nHidden from results: {', '.join(findings_card['hidden']) or 'none'} ({findings_card['hide_rule']}).\n"
+    )
+
+
+def read_findings_card(weights_dir: Path) -> dict | None:
+    path = Path(weights_dir) / FINDINGS_FOLDER / "card.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_cards(data_dir: Path, split_file: Path = DEFAULT_SPLIT, weights_dir: Path = WEIGHTS_DIR) -> dict:
-    results, probabilities, labels = evaluate(data_dir, list(MODEL_NAMES), split_file, "test", weights_dir)
+    results, probabilities, labels, _ = evaluate_records(data_dir, list(MODEL_NAMES), split_file, "test", weights_dir)
     test_metrics = {name: {k: v for k, v in m.items() if k != "images_per_s"} for name, m in results.items()}
+    findings_card = read_findings_card(weights_dir)
     write_report(weights_dir / "report", results, probabilities, labels)
     for name in MODEL_NAMES:
         card = read_card(name, weights_dir)
         card["test"] = test_metrics
         (weights_dir / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        (weights_dir / name / "card.md").write_text(render_card(card, test_metrics))
+        (weights_dir / name / "card.md").write_text(render_card(card, test_metrics, findings_card))
     (weights_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

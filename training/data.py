@@ -36,6 +36,10 @@ class Record:
     findings: str
     view: str
     upsampled: bool  # reached us at 64 px and was upsampled (sources.csv)
+    source: str = ""  # where the copy came from (sources.csv `source`, without commit and path); "" if unknown
+
+    def has_finding(self, finding: str) -> bool:
+        return finding in self.findings.split("|")
 
 
 def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record]:
@@ -45,7 +49,7 @@ def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record
     for required in (images_dir, labels_csv):
         if not required.exists():
             raise FileNotFoundError(f"{required} not found: expected the NIH layout (images/ + {LABELS_CSV})")
-    upsampled = _upsampled_images(data_dir / SOURCES_CSV)
+    sources = read_sources(data_dir / SOURCES_CSV)
     records, missing = [], 0
     with labels_csv.open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -60,7 +64,8 @@ def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record
                     label=int(row["Finding Labels"].strip() != "No Finding"),
                     findings=row["Finding Labels"],
                     view=row.get("View Position", ""),
-                    upsampled=name in upsampled,
+                    upsampled=sources.get(name, ("", False))[1],
+                    source=sources.get(name, ("", False))[0],
                 )
             )
     if missing:
@@ -70,11 +75,20 @@ def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record
     return records
 
 
-def _upsampled_images(sources_csv: Path) -> set[str]:
+def source_name(source: str) -> str:
+    """`github:owner/repo@commit:path` -> `github:owner/repo`: the copy an image came from."""
+    return source.split("@", 1)[0]
+
+
+def read_sources(sources_csv: Path) -> dict[str, tuple[str, bool]]:
+    """{image: (source, upsampled from 64 px)} from sources.csv; empty if the folder has none."""
     if not sources_csv.exists():
-        return set()
+        return {}
     with sources_csv.open(newline="") as handle:
-        return {row["Image Index"] for row in csv.DictReader(handle) if row.get("upsampled_from_64px") == "1"}
+        return {
+            row["Image Index"]: (source_name(row.get("source") or ""), row.get("upsampled_from_64px") == "1")
+            for row in csv.DictReader(handle)
+        }
 
 
 def patient_split(records: list[Record], seed: int = 42, test_fraction: float = 0.15, val_fraction: float = 0.15):

@@ -1,10 +1,14 @@
 """Evaluate trained models on EVERY image of an NIH-layout folder (or one split of it).
 
     python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json [--report OUT]
+        [--subset test] [--predictions FILE.csv]
 
 Prints one JSON object keyed by model name, plus "ensemble" (the mean of the
 calibrated CNN and U-Net probabilities) when both are evaluated. All metrics come
-from scikit-learn; the AUC's 95% interval is a seeded percentile bootstrap.
+from scikit-learn; the AUC's 95% interval is a seeded percentile bootstrap. When the
+folder has a sources.csv, each model's "subsets" gives n, disease count and AUC with
+its CI on all images, the native-resolution ones, the upsampled ones and each source
+(training/subsets.py). `--predictions` writes every model's probability per image.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from models.metrics import binary_metrics
 from models.preprocess import decode_image, preprocess
 from models.registry import ENSEMBLE_MEMBERS, MODEL_NAMES, WEIGHTS_DIR, Ensemble, load_model
 from training.data import Record, load_records, read_split
+from training.subsets import subset_metrics, subset_table, write_predictions
 
 log = logging.getLogger("training.evaluate")
 
@@ -40,10 +45,31 @@ def evaluate(
     batch_size: int = 64,
 ) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     """Metrics per model, the calibrated probabilities per model, and the labels."""
+    results, probabilities, labels, _ = evaluate_records(
+        data_dir, model_names, split_file, subset, weights_dir, batch_size
+    )
+    return results, probabilities, labels
+
+
+def select_records(data_dir: Path, split_file: Path | None = None, subset: str | None = None) -> list[Record]:
     records = load_records(data_dir)
     if subset:
         assignment = read_split(split_file)
         records = [r for r in records if assignment.get(r.image) == subset]
+    return records
+
+
+def evaluate_records(
+    data_dir: Path,
+    model_names: list[str],
+    split_file: Path | None = None,
+    subset: str | None = None,
+    weights_dir: Path = WEIGHTS_DIR,
+    batch_size: int = 64,
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray, list[Record]]:
+    """As `evaluate`, plus the records in the order of the probabilities; each model's metrics carry
+    "subsets" when the folder has a sources.csv."""
+    records = select_records(data_dir, split_file, subset)
     labels = np.array([r.label for r in records])
     started = time.perf_counter()
     images = decode_all(Path(data_dir) / "images", records)
@@ -73,7 +99,10 @@ def evaluate(
         member_seconds = sum(seconds[m] for m in ENSEMBLE_MEMBERS) - decode_seconds
         results["ensemble"]["images_per_s"] = len(records) / member_seconds
         results["ensemble"]["model_version"] = ensemble.version
-    return results, probabilities, labels
+    if any(r.source for r in records):
+        for name, per_subset in subset_metrics(records, labels, probabilities).items():
+            results[name]["subsets"] = per_subset
+    return results, probabilities, labels, records
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-file", type=Path, help="with --subset: evaluate one split only")
     parser.add_argument("--subset", choices=("train", "validation", "test"))
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--predictions", type=Path, help="write every model's probability per image to this CSV")
     args = parser.parse_args(argv)
     if args.subset and not args.split_file:
         from training.train import DEFAULT_SPLIT
@@ -95,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
-    results, probabilities, labels = evaluate(args.data, names, args.split_file, args.subset, args.weights)
+    results, probabilities, labels, records = evaluate_records(
+        args.data, names, args.split_file, args.subset, args.weights
+    )
+    if args.predictions:
+        write_predictions(args.predictions, records, probabilities)
     if args.report:
         from training.report import write_report
 
@@ -110,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"spec {m['specificity']:.3f} brier {m['brier']:.3f} thr {m['threshold']:.3f} "
                 f"{m['images_per_s']:.0f} img/s"
             )
+        if all("subsets" in m for m in results.values()):
+            print("\n" + subset_table({name: m["subsets"] for name, m in results.items()}), end="")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import numpy as np
 from flask import g
 from sqlalchemy.orm import Session
 
+from db.findings import scored_findings
 from db.labels import LabelSet, finding_counts, images_without_label, label_set_for, scored_labels, unused_rows
 from db.models import Job, iso
 from ingest.labels import store_labels
@@ -64,6 +65,14 @@ def _model_metrics(rows: list[tuple[int, float, float, str]], matched: int) -> t
     return metrics, curve
 
 
+def _finding_metrics(session: Session, job: Job) -> dict[str, Any]:
+    """Per finding the site labelled and the models predict: the same metrics as a model's, on its own labels."""
+    by_finding: dict[str, list[tuple[int, float, float, str]]] = {}
+    for finding, label, probability, threshold, version in scored_findings(session, job.id):
+        by_finding.setdefault(finding, []).append((label, probability, threshold, version))
+    return {name: _model_metrics(rows, len(rows))[0] for name, rows in sorted(by_finding.items())}
+
+
 def labels_summary(session: Session, job: Job, label_set: LabelSet) -> dict[str, Any]:
     unmatched, unmatched_count = unused_rows(session, job.id, LISTED)
     unlabelled, unlabelled_count = images_without_label(session, job.id, LISTED)
@@ -94,7 +103,8 @@ def compute(session: Session, job: Job, label_set: LabelSet) -> tuple[dict[str, 
         "job_status": job.status.value,
         "labels": labels_summary(session, job, label_set),
         "models": models,
-        "findings_note": "per-finding metrics will appear here once the models predict findings",
+        "findings": _finding_metrics(session, job),
+        "findings_note": "per finding: images with a 0/1 label in that column and a predicted probability",
     }
     return _finite(evaluation), draw_roc(curves, TARGET_SENSITIVITY)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -12,6 +12,7 @@ from flask import abort
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from db.findings import findings_for
 from db.models import Image, ImageStatus, Prediction
 from web.query_args import PageArgs, choice, enum_choice, flag
 
@@ -154,7 +155,9 @@ def dicom_to_dict(image: Image) -> dict[str, Any] | None:
     }
 
 
-def image_to_dict(image: Image, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def image_to_dict(
+    image: Image, predictions: dict[str, dict[str, Any]], findings: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "id": image.id,
         "filename": image.filename,
@@ -169,7 +172,15 @@ def image_to_dict(image: Image, predictions: dict[str, dict[str, Any]]) -> dict[
         "view_position": image.view_position,
         "dicom": dicom_to_dict(image),
         "predictions": predictions,
+        "findings": findings or {},
     }
+
+
+def _with_outputs(session: Session, images: list[Image]) -> list[dict]:
+    """The images as dicts with their predictions and findings: two queries whatever the count."""
+    ids = [image.id for image in images]
+    predictions, findings = predictions_for(session, ids), findings_for(session, ids)
+    return [image_to_dict(image, predictions.get(image.id, {}), findings.get(image.id)) for image in images]
 
 
 def count_results(session: Session, job_id: int, flt: ResultFilter) -> int:
@@ -178,11 +189,10 @@ def count_results(session: Session, job_id: int, flt: ResultFilter) -> int:
 
 
 def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
-    """One page of results and the filtered total: three queries whatever the page size."""
+    """One page of results and the filtered total: four queries whatever the page size."""
     total = count_results(session, job_id, flt)
     images = list(session.scalars(_ordered(_filtered(job_id, flt), flt).limit(page.per_page).offset(page.offset)))
-    predictions = predictions_for(session, [image.id for image in images])
-    return [image_to_dict(image, predictions.get(image.id, {})) for image in images], total
+    return _with_outputs(session, images), total
 
 
 def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[dict]:
@@ -196,9 +206,7 @@ def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[d
             chunk = list(session.scalars(query.limit(_CSV_CHUNK).offset(offset)))
         if not chunk:
             return
-        predictions = predictions_for(session, [image.id for image in chunk])
-        for image in chunk:
-            yield image_to_dict(image, predictions.get(image.id, {}))
+        yield from _with_outputs(session, chunk)
         last_id, offset = chunk[-1].id, offset + len(chunk)
         session.expunge_all()  # keep memory flat on a 100,000-image job
 
@@ -216,16 +224,19 @@ CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM
 ]
 
 
-def csv_lines(rows: Iterator[dict]) -> Iterator[str]:
+def csv_lines(rows: Iterator[dict], findings: Sequence[str] = ()) -> Iterator[str]:
+    """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
+    job_finding_names: every finding predicted for any image of the job)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
+    writer.writerow(CSV_HEADER + [f"finding_{name}" for name in findings])
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
             cells += [prediction.get(key, "") for key in ("probability", "label", "threshold", "model_version")]
+        cells += [row["findings"].get(name, {}).get("probability", "") for name in findings]
         writer.writerow([_safe_cell(cell) for cell in cells])
         if count % 200 == 0:
             yield buffer.getvalue()

@@ -4,9 +4,10 @@ Read (worker.reading) -> score (worker.scoring) -> heat maps (worker.heatmaps) -
 `predict_batch` is idempotent, image by image, on SQLite and PostgreSQL alike: images already finished, or
 in a cancelled job, are skipped; each image is stored only if a conditional UPDATE still finds it unfinished
 (so of two deliveries racing on it, exactly one stores it), and its predictions are inserted with ON
-CONFLICT DO NOTHING on (image, model). A duplicate delivery therefore never rolls back its batch-mates. The
-slow part (decoding, the models and the heat maps) runs outside any transaction; the results, the image
-statuses and the job counters are then written in one transaction, which the caller commits.
+CONFLICT DO NOTHING on (image, model), its findings on (image, finding). A duplicate delivery therefore never
+rolls back its batch-mates. The slow part (decoding, the models and the heat maps) runs outside any
+transaction; the results, the image statuses and the job counters are then written in one transaction, which
+the caller commits.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
+from db.findings import FindingPrediction
 from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from ingest.dicom import join_notes, split_notes
+from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
 from worker import metrics
 from worker.heatmaps import write_heatmaps
 from worker.reading import Decoded, read_images
-from worker.scoring import score
+from worker.scoring import Scores, score
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ def predict_batch(
     models: Mapping[str, LoadedModel],
     ensemble: Ensemble,
     settings: Settings,
+    findings: FindingHeads | None = None,
 ) -> BatchOutcome:
     """Predict `image_ids` and stage the results in `session` (the caller commits).
 
@@ -79,17 +83,18 @@ def predict_batch(
 
     for image_id, found in decoded.items():
         found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
-    scored = score(models, ensemble, decoded, errors, keep_outputs=len(without_heatmaps) < len(todo))
-    if scored.outputs:
+    keep_outputs = len(without_heatmaps) < len(todo)
+    scores = score(models, ensemble, decoded, errors, findings, keep_outputs=keep_outputs)
+    if scores.outputs:
         with metrics.batch_stage("heatmaps"):
-            write_heatmaps(models, scored.outputs, decoded, set(errors) | without_heatmaps, settings)
+            write_heatmaps(models, scores.outputs, decoded, set(errors) | without_heatmaps, settings)
     with metrics.batch_stage("db_write"):
-        return _store(session, image_ids, decoded, errors, scored.rows, outcome)
+        return _store(session, image_ids, decoded, errors, scores, outcome)
 
 
-def _insert_ignoring_duplicates(session: Session):
+def _insert_ignoring_duplicates(session: Session, table: type, unique: list[str]):
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(Prediction).on_conflict_do_nothing(index_elements=["image_id", "model_name"])
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def _store(
@@ -97,7 +102,7 @@ def _store(
     image_ids: list[int],
     decoded: dict[int, Decoded],
     errors: dict[int, str],
-    rows: dict[int, list[dict]],
+    scores: Scores,
     outcome: BatchOutcome,
 ) -> BatchOutcome:
     """Write the batch in the session's transaction, each image only if it is still unfinished."""
@@ -105,7 +110,7 @@ def _store(
     not_cancelled = ~exists().where(Job.id == Image.job_id, Job.status == JobStatus.cancelled)
     jobs: set[int] = set()
     for image_id in sorted(image_ids):  # ascending ids: concurrent deliveries lock rows in the same order
-        if image_id not in errors and image_id not in rows:
+        if image_id not in errors and image_id not in scores.predictions:
             outcome.skipped.append(image_id)  # finished or cancelled before this delivery read it
             continue
         values: dict = {"processed_at": now}
@@ -133,7 +138,12 @@ def _store(
         if failed:
             outcome.failed.append(image_id)
             continue
-        session.execute(_insert_ignoring_duplicates(session), rows[image_id])
+        session.execute(
+            _insert_ignoring_duplicates(session, Prediction, ["image_id", "model_name"]), scores.predictions[image_id]
+        )
+        if scores.findings.get(image_id):
+            insert = _insert_ignoring_duplicates(session, FindingPrediction, ["image_id", "finding"])
+            session.execute(insert, scores.findings[image_id])
         outcome.done.append(image_id)
     for job_id in sorted(jobs):
         refresh_job(session, job_id)

@@ -24,6 +24,7 @@ from broker import send_notifications
 from broker.heartbeat import Heartbeat
 from db.session import make_engine, make_session_factory
 from db.webhooks import on_jobs_finished
+from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
 from models.runtime import RuntimeChoiceError, check_runtime
 from settings import Settings
@@ -41,9 +42,11 @@ class WorkerConfigError(RuntimeError):
 class ModelSet:
     models: dict[str, LoadedModel]
     ensemble: Ensemble
+    findings: FindingHeads | None = None  # None when the heads are untrained or need a model not served
 
     def versions(self) -> dict[str, str]:
-        return {**{name: m.version for name, m in self.models.items()}, "ensemble": self.ensemble.version}
+        findings = {"findings": self.findings.version} if self.findings else {}
+        return {**{name: m.version for name, m in self.models.items()}, "ensemble": self.ensemble.version} | findings
 
 
 _lock = threading.Lock()
@@ -93,7 +96,13 @@ def load_models(config: Settings) -> ModelSet:
         )
         for name in config.served_models
     }
-    return ModelSet(models=loaded, ensemble=Ensemble.load())
+    findings = FindingHeads.load()
+    if findings is not None and not all(m in loaded and loaded[m].has_pooled_features for m in findings.feature_models):
+        log.warning(
+            "findings need pooled_features from %s, which are not all served: no findings", findings.feature_models
+        )
+        findings = None
+    return ModelSet(models=loaded, ensemble=Ensemble.load(), findings=findings)
 
 
 def models() -> ModelSet:

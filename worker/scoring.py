@@ -1,16 +1,21 @@
-"""Run the served models and the ensemble on a batch of decoded images and shape the prediction rows; keep the
-models' other outputs (the feature maps for heat maps) when asked."""
+"""Run the served models, the ensemble and the per-finding heads on a batch of decoded images and shape the rows.
+
+The findings heads read each feature model's `pooled_features`, and the heat maps (worker.heatmaps) the feature
+maps of the models that have them, from the same forward pass as its disease probability: no second run of any
+model.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from models.registry import Ensemble, LoadedModel
+from models.findings import FindingHeads
+from models.registry import FEATURES_OUTPUT, Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
 
@@ -23,6 +28,13 @@ ENSEMBLE_NAME = "ensemble"
 class ModelOutputs:
     ids: list[int]  # the images, in the order of the outputs' first axis
     outputs: dict[str, np.ndarray]
+
+
+@dataclass
+class Scores:
+    predictions: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per model + ensemble
+    findings: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per served finding
+    outputs: dict[str, ModelOutputs] = field(default_factory=dict)  # by model: every output, if kept for heat maps
 
 
 def _stack(model: LoadedModel, ids: list[int], decoded: dict[int, Decoded]) -> np.ndarray:
@@ -55,6 +67,16 @@ def _run(
     return done, {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
+def _probabilities(model: LoadedModel, ids: list[int], outputs: dict[str, np.ndarray]) -> dict:
+    """(calibrated probability, pooled features or None) by image id."""
+    if not ids:
+        return {}
+    probabilities = model.calibration(model.raw_probabilities(outputs))
+    features = outputs.get(FEATURES_OUTPUT)
+    features = [None] * len(ids) if features is None else features
+    return {i: (float(p), f) for i, p, f in zip(ids, probabilities, features)}
+
+
 def _row(image_id: int, name: str, version: str, probability: float, label: str, threshold: float) -> dict:
     return {
         "image_id": image_id,
@@ -66,10 +88,14 @@ def _row(image_id: int, name: str, version: str, probability: float, label: str,
     }
 
 
-@dataclass
-class Scored:
-    rows: dict[int, list[dict]]  # image id -> one prediction row per model plus the ensemble
-    outputs: dict[str, ModelOutputs]  # model name -> its outputs, for the models that draw heat maps
+def _finding_rows(heads: FindingHeads, outputs: dict[str, dict], ids: list[int]) -> dict[int, list[dict]]:
+    if not ids:
+        return {}
+    features = {m: np.stack([outputs[m][i][1] for i in ids]) for m in heads.feature_models}
+    return {
+        i: [{"image_id": i, "finding": name, "model_version": heads.version, **found} for name, found in per.items()]
+        for i, per in zip(ids, heads.served_findings(features))
+    }
 
 
 def score(
@@ -77,29 +103,32 @@ def score(
     ensemble: Ensemble,
     decoded: dict[int, Decoded],
     errors: dict[int, str],
+    findings: FindingHeads | None = None,
     keep_outputs: bool = False,
-) -> Scored:
-    """Prediction rows (one per model plus the ensemble) by image id; a model failure goes into `errors`.
-    With `keep_outputs`, every output of the models that have heat maps is kept for them."""
+) -> Scores:
+    """Prediction rows (one per model plus the ensemble) and finding rows by image id; a model failure goes
+    into `errors`. Findings need every one of the heads' feature models among `models`. With `keep_outputs`,
+    every output of the models that have heat maps is kept for them."""
     ok = [i for i in decoded if i not in errors]
-    probabilities: dict[str, dict[int, float]] = {}
-    kept: dict[str, ModelOutputs] = {}
+    scores = Scores()
+    outputs: dict[str, dict] = {}
     with metrics.batch_stage("inference"):
         for name, model in models.items():
-            ids, outputs = _run(model, ok, decoded, errors)
-            found = model.calibration(model.raw_probabilities(outputs)) if ids else []
-            probabilities[name] = {i: float(p) for i, p in zip(ids, found)}
+            ids, found = _run(model, ok, decoded, errors)
+            outputs[name] = _probabilities(model, ids, found)
             if keep_outputs and model.has_heatmaps and ids:
-                kept[name] = ModelOutputs(ids, outputs)
-    rows: dict[int, list[dict]] = {}
+                scores.outputs[name] = ModelOutputs(ids, found)
     for i in ok:
         if i in errors:
             continue
-        per_model = {name: probabilities[name][i] for name in models}
-        rows[i] = [
+        per_model = {name: outputs[name][i][0] for name in models}
+        rows = [
             _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold)
             for name, p in per_model.items()
         ]
         p = float(ensemble.combine({m: np.array([per_model[m]]) for m in ensemble.members})[0])
-        rows[i].append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
-    return Scored(rows, kept)
+        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
+        scores.predictions[i] = rows
+    if findings is not None and set(findings.feature_models) <= set(models):
+        scores.findings = _finding_rows(findings, outputs, list(scores.predictions))
+    return scores

@@ -42,7 +42,9 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     started = time.perf_counter()
     try:
         with session_scope(sessions) as session:
-            outcome = inference.predict_batch(session, claim.run, loaded.models, loaded.ensemble, settings)
+            outcome = inference.predict_batch(
+                session, claim.run, loaded.models, loaded.ensemble, settings, loaded.findings
+            )
             committing = time.perf_counter()
     except SoftTimeLimitExceeded:
         with session_scope(sessions) as session:

@@ -19,6 +19,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from db.findings import job_finding_names
 from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
 from web.access import job_or_404
@@ -92,7 +93,8 @@ def _csv_name(job: Job) -> str:
 def export_csv(job_id: int):
     found = job_or_404(current_user(), job_id)
     flt = parse_filter(request.args)
-    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt)))
+    findings = job_finding_names(get_db(), found.id)
+    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings))
     return Response(
         lines,
         mimetype="text/csv",

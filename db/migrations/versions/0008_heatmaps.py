@@ -3,8 +3,8 @@
 - jobs.heatmaps: set when the job is created (the API's `heatmaps` field, default RADBATCH_HEATMAPS); existing
   jobs get true, which only matters for images still to be predicted.
 
-Revision ID: 0007_heatmaps
-Revises: 0006_dicom
+Revision ID: 0008_heatmaps
+Revises: 0007_findings
 Create Date: 2026-11-26
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_heatmaps"
-down_revision: str | None = "0006_dicom"
+revision: str = "0008_heatmaps"
+down_revision: str | None = "0007_findings"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
