@@ -13,7 +13,7 @@ from db.models import Image, ImageStatus, Prediction
 from db.session import session_scope
 from tests.web_fixtures import png_bytes, queued_batches, upload
 
-RESULT_KEYS = {"id", "filename", "path", "status", "error", "notes", "width", "height", "predictions"} | {
+RESULT_KEYS = {"id", "filename", "path", "status", "error", "notes", "width", "height", "predictions", "findings"} | {
     "study_instance_uid",
     "accession_number",
     "view_position",
