@@ -54,6 +54,7 @@ class Settings:
     retention_days: int = 0  # purge finished jobs this many days after they finished; 0 keeps them forever
     runtime: str = "onnx"  # how the worker runs the models: keras | tf-function | xla | onnx (models/runtime.py)
     decode_threads: int = 0  # threads per worker process that read, decode and preprocess images; 0: one per core
+    heatmaps: bool = True  # a new job's default: the worker draws Grad-CAM heat maps of its images (per-job option)
     inference_threads: int = 0  # threads each model may use (ONNX Runtime's intra-op pool); 0: one per core
     worker_metrics_port: int = 9540  # the worker's Prometheus endpoint, for all its processes; 0: none
     worker_metrics_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 in containers)
@@ -87,6 +88,11 @@ class Settings:
     @property
     def thumbnail_dir(self) -> Path:
         return self.home / "thumbnails"
+
+    @property
+    def heatmap_dir(self) -> Path:
+        """Grad-CAM heat maps, `<image id>-<model>.png` (worker/heatmaps.py); purged with their job."""
+        return self.home / "heatmaps"
 
     @property
     def log_dir(self) -> Path:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -114,6 +115,7 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
     is_open: Mapped[bool] = mapped_column(Boolean, default=False)  # still accepting files
+    heatmaps: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # the worker draws them
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
@@ -129,6 +131,7 @@ class Job(Base):
             "name": self.name,
             "status": self.status.value,
             "is_open": self.is_open,
+            "heatmaps": self.heatmaps,
             "total": self.total,
             "done": self.done,
             "failed": self.failed,

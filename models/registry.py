@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models import gradcam
 from models.calibration import PlattScaling, logit
 from models.prevalence import card_prevalence, mean_logit_rate
 from models.runtime import Runner, make_runner
@@ -29,7 +30,7 @@ from models.runtime import Runner, make_runner
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
-DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
+DISEASE_OUTPUT = gradcam.DISEASE_OUTPUT  # in a model with several outputs, the one holding the disease probability
 FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
 
 
@@ -91,10 +92,15 @@ class LoadedModel:
     card: dict
     runner: Runner
     keras_model: Any = None  # None when the ONNX runtime loaded a cached file without building the Keras model
+    head: gradcam.DenseHead | None = None  # the dense head after the pooled features, for Grad-CAM
 
     @property
     def runtime(self) -> str:
         return self.runner.runtime
+
+    @property
+    def has_heatmaps(self) -> bool:
+        return self.head is not None
 
     def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
@@ -128,6 +134,13 @@ class LoadedModel:
         outputs = self.runner(batch)
         return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
 
+    def heatmaps(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Grad-CAM of the disease logit from `predict_all`'s outputs: (n, size, size) on the padded input square
+        (models/gradcam.py)."""
+        if self.head is None:
+            raise gradcam.HeatmapError(f"model {self.name!r} has no heat maps")
+        return gradcam.heatmaps(outputs, self.head, self.input_size)
+
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"
 
@@ -137,15 +150,21 @@ class LoadedModel:
         return card_prevalence(self.card)
 
 
-def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The Keras model `name` with its trained weights, in its served form: outputs `disease` and
-    `pooled_features` (imports TensorFlow)."""
-    from models.architectures import with_pooled_features
-
+def trained_keras(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` as trained, with its weights: one output, the disease probability."""
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
-    return with_pooled_features(keras_model)
+    return keras_model
+
+
+def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` with its trained weights, in its served form: outputs `disease`, `pooled_features`
+    and, for a model with heat maps, the feature maps Grad-CAM needs, `features_<i>` (imports TensorFlow)."""
+    from models.architectures import with_pooled_features
+
+    keras_model = trained_keras(name, weights_dir)
+    return with_pooled_features(keras_model, gradcam.feature_map_outputs(name, keras_model))
 
 
 def load_model(
@@ -161,6 +180,7 @@ def load_model(
     runner, keras_model = make_runner(
         runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
     )
+    head = gradcam.read_head(name, weights_dir / name / "weights.npz") if name in gradcam.HEADS else None
     return LoadedModel(
         name=name,
         version=card["version"],
@@ -171,6 +191,7 @@ def load_model(
         card=card,
         runner=runner,
         keras_model=keras_model,
+        head=head,
     )
 
 

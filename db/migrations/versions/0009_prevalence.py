@@ -1,7 +1,7 @@
 """The prevalence each prediction's and finding's probability and threshold are expressed at (RADBATCH_PREVALENCE).
 
-Revision ID: 0008_prevalence
-Revises: 0007_findings
+Revision ID: 0009_prevalence
+Revises: 0008_heatmaps
 Create Date: 2026-11-26
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_prevalence"
-down_revision: str | None = "0007_findings"
+revision: str = "0009_prevalence"
+down_revision: str | None = "0008_heatmaps"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
