@@ -64,6 +64,7 @@ class Settings:
     dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any
     dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
     dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
+    prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -77,6 +78,8 @@ class Settings:
             raise SettingsError("RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below RADBATCH_TASK_TIME_LIMIT")
         if self.max_attempts < 1:
             raise SettingsError("RADBATCH_MAX_ATTEMPTS must be at least 1")
+        if self.prevalence is not None and not 0 < self.prevalence < 1:
+            raise SettingsError("RADBATCH_PREVALENCE must be a disease rate strictly between 0 and 1, e.g. 0.2")
 
     @property
     def upload_dir(self) -> Path:
@@ -140,4 +143,9 @@ def _parse(name: str, raw: str, hint: object) -> object:
             return int(raw)
         except ValueError:
             raise SettingsError(f"RADBATCH_{name.upper()} must be a whole number, got {raw!r}") from None
+    if hint == float | None:
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"RADBATCH_{name.upper()} must be a number, got {raw!r}") from None
     raise TypeError(f"no parser for setting {name} of type {hint}")

@@ -206,6 +206,9 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)  # calibrated probability of disease
     label: Mapped[str] = mapped_column(String(16))  # "healthy" | "disease"
     threshold: Mapped[float] = mapped_column(Float)
+    # the disease rate probability and threshold are expressed at (RADBATCH_PREVALENCE, else the model's trained
+    # one); None for predictions stored before it was recorded
+    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")

@@ -123,6 +123,8 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     expect(page.locator("#viewer-predictions tr td:nth-child(4)")).to_have_text(
         [f"{done[3]['predictions'][m]['threshold']:.3f}" for m in ("cnn", "unet", "ensemble")]
     )
+    prevalence = done[3]["predictions"]["ensemble"]["prevalence"]
+    expect(page.locator("#viewer-prevalence")).to_contain_text(f"disease prevalence of {prevalence:.3f}")
     findings = done[3]["findings"]
     assert findings, "the worker served no findings"
     shown = [f"{n}: {f['probability']:.3f} {f['label']} (threshold {f['threshold']:.3f})" for n, f in findings.items()]

@@ -3,8 +3,8 @@
     python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json [--report OUT]
         [--subset test] [--predictions FILE.csv]
 
-Prints one JSON object keyed by model name, plus "ensemble" (the mean of the
-calibrated CNN and U-Net probabilities) when both are evaluated. All metrics come
+Prints one JSON object keyed by model name, plus "ensemble" (the CNN's and U-Net's
+logits averaged, each relative to its own threshold) when both are evaluated. All metrics come
 from scikit-learn; the AUC's 95% interval is a seeded percentile bootstrap. When the
 folder has a sources.csv, each model's "subsets" gives n, disease count and AUC with
 its CI on all images, the native-resolution ones, the upsampled ones and each source

@@ -84,7 +84,9 @@ def predict_batch(
     for image_id, found in decoded.items():
         found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
     keep_outputs = len(without_heatmaps) < len(todo)
-    scores = score(models, ensemble, decoded, errors, findings, keep_outputs=keep_outputs)
+    scores = score(
+        models, ensemble, decoded, errors, findings, keep_outputs=keep_outputs, prevalence=settings.prevalence
+    )
     if scores.outputs:
         with metrics.batch_stage("heatmaps"):
             write_heatmaps(models, scores.outputs, decoded, set(errors) | without_heatmaps, settings)

@@ -15,6 +15,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
 from models.findings import FindingHeads
+from models.prevalence import PriorShift
 from models.registry import FEATURES_OUTPUT, Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
@@ -77,24 +78,31 @@ def _probabilities(model: LoadedModel, ids: list[int], outputs: dict[str, np.nda
     return {i: (float(p), f) for i, p, f in zip(ids, probabilities, features)}
 
 
-def _row(image_id: int, name: str, version: str, probability: float, label: str, threshold: float) -> dict:
+def _row(
+    image_id: int, name: str, version: str, probability: float, label: str, threshold: float, shift: PriorShift
+) -> dict:
+    """A prediction row at the shift's target prevalence; the label was decided before the shift, which moves
+    probability and threshold alike and so cannot change it."""
     return {
         "image_id": image_id,
         "model_name": name,
         "model_version": version,
-        "probability": probability,
+        "probability": float(shift(probability)),
         "label": label,
-        "threshold": threshold,
+        "threshold": float(shift(threshold)),
+        "prevalence": shift.target,
     }
 
 
-def _finding_rows(heads: FindingHeads, outputs: dict[str, dict], ids: list[int]) -> dict[int, list[dict]]:
+def _finding_rows(
+    heads: FindingHeads, outputs: dict[str, dict], ids: list[int], prevalence: float | None
+) -> dict[int, list[dict]]:
     if not ids:
         return {}
     features = {m: np.stack([outputs[m][i][1] for i in ids]) for m in heads.feature_models}
     return {
         i: [{"image_id": i, "finding": name, "model_version": heads.version, **found} for name, found in per.items()]
-        for i, per in zip(ids, heads.served_findings(features))
+        for i, per in zip(ids, heads.served_findings(features, prevalence))
     }
 
 
@@ -105,10 +113,12 @@ def score(
     errors: dict[int, str],
     findings: FindingHeads | None = None,
     keep_outputs: bool = False,
+    prevalence: float | None = None,
 ) -> Scores:
     """Prediction rows (one per model plus the ensemble) and finding rows by image id; a model failure goes
     into `errors`. Findings need every one of the heads' feature models among `models`. With `keep_outputs`,
-    every output of the models that have heat maps is kept for them."""
+    every output of the models that have heat maps is kept for them. Probabilities and thresholds of models,
+    ensemble and findings are shifted to `prevalence` (None: each one's trained prevalence)."""
     ok = [i for i in decoded if i not in errors]
     scores = Scores()
     outputs: dict[str, dict] = {}
@@ -118,17 +128,20 @@ def score(
             outputs[name] = _probabilities(model, ids, found)
             if keep_outputs and model.has_heatmaps and ids:
                 scores.outputs[name] = ModelOutputs(ids, found)
+    shifts = {name: PriorShift.to(prevalence, model.trained_prevalence) for name, model in models.items()}
+    ensemble_shift = PriorShift.to(prevalence, ensemble.trained_prevalence)
     for i in ok:
         if i in errors:
             continue
         per_model = {name: outputs[name][i][0] for name in models}
         rows = [
-            _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold)
+            _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold, shifts[name])
             for name, p in per_model.items()
         ]
-        p = float(ensemble.combine({m: np.array([per_model[m]]) for m in ensemble.members})[0])
-        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, ensemble.label(p), ensemble.threshold))
+        members = {m: np.array([per_model[m]]) for m in ensemble.members}
+        p, label = float(ensemble.combine(members)[0]), ensemble.labels(members)[0]
+        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, label, ensemble.threshold, ensemble_shift))
         scores.predictions[i] = rows
     if findings is not None and set(findings.feature_models) <= set(models):
-        scores.findings = _finding_rows(findings, outputs, list(scores.predictions))
+        scores.findings = _finding_rows(findings, outputs, list(scores.predictions), prevalence)
     return scores
