@@ -114,7 +114,7 @@ def test_smoke_training_writes_loadable_models(trained_weights):
 
 
 def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
-    from training.evaluate import evaluate, main
+    from training.evaluate import evaluate_records, main
 
     folder = tmp_path / "nih"
     shutil.copytree(MINI, folder)
@@ -155,7 +155,7 @@ def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
     for png in ("roc.png", "calibration.png", "confusion.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
 
-    _, probabilities, labels = evaluate(folder, ["cnn", "unet"], weights_dir=trained_weights)
+    _, probabilities, labels, _ = evaluate_records(folder, ["cnn", "unet"], weights_dir=trained_weights)
     for name in ("cnn", "unet", "ensemble"):
         p = probabilities[name]
         predicted = (p >= printed[name]["threshold"]).astype(int)
