@@ -54,6 +54,7 @@ class Settings:
     retention_days: int = 0  # purge finished jobs this many days after they finished; 0 keeps them forever
     runtime: str = "onnx"  # how the worker runs the models: keras | tf-function | xla | onnx (models/runtime.py)
     decode_threads: int = 0  # threads per worker process that read, decode and preprocess images; 0: one per core
+    heatmaps: bool = True  # a new job's default: the worker draws Grad-CAM heat maps of its images (per-job option)
     inference_threads: int = 0  # threads each model may use (ONNX Runtime's intra-op pool); 0: one per core
     worker_metrics_port: int = 9540  # the worker's Prometheus endpoint, for all its processes; 0: none
     worker_metrics_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 in containers)
@@ -63,6 +64,7 @@ class Settings:
     dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any
     dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
     dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
+    prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
@@ -76,6 +78,8 @@ class Settings:
             raise SettingsError("RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below RADBATCH_TASK_TIME_LIMIT")
         if self.max_attempts < 1:
             raise SettingsError("RADBATCH_MAX_ATTEMPTS must be at least 1")
+        if self.prevalence is not None and not 0 < self.prevalence < 1:
+            raise SettingsError("RADBATCH_PREVALENCE must be a disease rate strictly between 0 and 1, e.g. 0.2")
 
     @property
     def upload_dir(self) -> Path:
@@ -84,6 +88,11 @@ class Settings:
     @property
     def thumbnail_dir(self) -> Path:
         return self.home / "thumbnails"
+
+    @property
+    def heatmap_dir(self) -> Path:
+        """Grad-CAM heat maps, `<image id>-<model>.png` (worker/heatmaps.py); purged with their job."""
+        return self.home / "heatmaps"
 
     @property
     def log_dir(self) -> Path:
@@ -134,4 +143,9 @@ def _parse(name: str, raw: str, hint: object) -> object:
             return int(raw)
         except ValueError:
             raise SettingsError(f"RADBATCH_{name.upper()} must be a whole number, got {raw!r}") from None
+    if hint == float | None:
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"RADBATCH_{name.upper()} must be a number, got {raw!r}") from None
     raise TypeError(f"no parser for setting {name} of type {hint}")

@@ -1,7 +1,7 @@
 """The raw path: the served models on the same files in this process, with nothing else (no HTTP, no Redis, no
 database, no thumbnails). Read, decode and preprocess run in a thread pool sized like the worker's
 (RADBATCH_DECODE_THREADS), each input made once per distinct (size, channels) as the worker does; then
-every model predicts the batch."""
+every model predicts the batch. `heatmap_cost` times the same batches with and without the worker's heat maps."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from PIL import Image
 from models.dicom import looks_like_dicom
 from models.preprocess import preprocess
 from models.registry import LoadedModel
+from worker.heatmaps import render
 from worker.reading import decode_upload
+from worker.reading import write_thumbnail as write_png
 
 Decoder = Callable[[bytes], Image.Image]
 
@@ -74,4 +76,58 @@ def single_image_times(paths: list[Path], models: dict[str, LoadedModel], decode
         for model in models.values():
             model.predict(inputs[(model.input_size, model.channels)][None])
         times.append(time.perf_counter() - started)
+    return times
+
+
+def heatmap_cost(
+    paths: list[Path],
+    models: dict[str, LoadedModel],
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    decode: Decoder,
+    folder: Path,
+) -> dict:
+    """Each batch prepared once, then predicted both without heat maps and with them (Grad-CAM drawn and written
+    as PNGs into `folder` in the pool, as the worker does), in alternating order so both meet the same load.
+    Seconds: prepare_s, plain_s (inference in the plain pass), with_s (inference in the heat-map pass: the same
+    session, whose outputs are now kept), heatmaps_s (Grad-CAM, colouring, PNG encoding and writing)."""
+    specs = _specs(models)
+    for model in models.values():
+        model.predict_all(np.zeros((batch_size, model.input_size, model.input_size, model.channels), np.float32))
+    times = {"prepare_s": 0.0, "plain_s": 0.0, "with_s": 0.0, "heatmaps_s": 0.0}
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def plain(inputs: list[dict]) -> None:
+        for model in models.values():
+            model.predict(np.stack([x[(model.input_size, model.channels)] for x in inputs]))
+
+    def with_heatmaps(inputs: list[dict], sizes: list[tuple[int, int]], first: int) -> None:
+        drawn = []
+        for name, model in models.items():
+            before = time.perf_counter()
+            outputs = model.predict_all(np.stack([x[(model.input_size, model.channels)] for x in inputs]))
+            model.raw_probabilities(outputs)
+            middle = time.perf_counter()
+            if model.has_heatmaps:
+                for i, (square, size) in enumerate(zip(model.heatmaps(outputs), sizes)):
+                    drawn.append((square, size, folder / f"{first + i}-{name}.png"))
+            times["with_s"] += middle - before
+            times["heatmaps_s"] += time.perf_counter() - middle
+        before = time.perf_counter()
+        list(pool.map(lambda job: write_png(render(job[0], *job[1]), job[2]), drawn))
+        times["heatmaps_s"] += time.perf_counter() - before
+
+    for number, start in enumerate(range(0, len(paths), batch_size)):
+        before = time.perf_counter()
+        pictures = list(pool.map(lambda p: decode(p.read_bytes()), paths[start : start + batch_size]))
+        inputs = list(pool.map(lambda pic: {(s, c): preprocess(pic, size=s, channels=c) for s, c in specs}, pictures))
+        sizes = [picture.size for picture in pictures]
+        times["prepare_s"] += time.perf_counter() - before
+        for run_plain in (number % 2 == 0, number % 2 == 1):
+            before = time.perf_counter()
+            if run_plain:
+                plain(inputs)
+                times["plain_s"] += time.perf_counter() - before
+            else:
+                with_heatmaps(inputs, sizes, start)
     return times

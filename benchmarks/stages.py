@@ -41,7 +41,7 @@ def per_stage(before: dict, after: dict) -> dict:
         count = delta(IMAGE_STAGES, stage, "count")
         if count:
             stages[f"{stage}_ms"] = 1000 * delta(IMAGE_STAGES, stage, "sum") / count
-    for stage in ("read_all", "inference", "db_write", "commit", "total"):
+    for stage in ("read_all", "inference", "heatmaps", "db_write", "commit", "total"):
         if images:
             stages[f"{stage}_ms"] = 1000 * delta(BATCH_STAGES, stage, "sum") / images
     batches = delta(BATCH_STAGES, "queue_wait", "count")

@@ -5,10 +5,12 @@
 
 For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DICOM made from them):
 1. Pushes N files through the REST API (an open job, chunked uploads, close) and polls until every image is
-   predicted; scrapes the worker's metrics endpoint before and after, for its per-stage times.
+   predicted, first in a job without heat maps, then in one with them; scrapes the worker's metrics endpoint
+   before and after each, for its per-stage times.
 2. Sends single-image jobs one after another and takes the median time from upload to result.
 3. In this process, times the raw path (benchmarks/raw.py) on the same files: the compiled runtime
-   (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch.
+   (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch; and the cost of heat
+   maps: each batch on the compiled runtime without and with Grad-CAM drawn and written, alternating.
 Prints the ratios, all measured in this one run. The raw path decodes with the worker's own decoder
 (`worker.reading.decode_upload`: DICOM through `models.dicom.decode_dicom`), so the ratio compares like with like.
 """
@@ -32,14 +34,17 @@ from models.registry import input_spec
 from settings import Settings
 from worker.reading import decode_threads
 
-GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150}
+GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150, "heatmaps_vs_none": 0.8}
 
 
-def push_through_api(url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float) -> dict:
+def push_through_api(
+    url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float, heatmaps: bool = True
+) -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     started = time.perf_counter()
-    created = session.post(f"{url}/api/v1/jobs", data={"name": f"benchmark {files.name}", "open": "true"})
+    form = {"name": f"benchmark {files.name}", "open": "true", "heatmaps": str(heatmaps).lower()}
+    created = session.post(f"{url}/api/v1/jobs", data=form)
     created.raise_for_status()
     job_id = created.json()["id"]
     for start in tqdm(range(0, len(files.paths), chunk), desc=f"upload {files.name}", unit="chunk"):
@@ -96,12 +101,13 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
     target_size = max(input_spec(model)[0] for model in model_names)  # as the worker reduces DICOM
     decode, decoder = raw.choose_decoder(files.paths[0], target_size)
     result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder}
-    before = stages.scrape(args.worker_metrics)
-    api = push_through_api(args.url, args.token, files, args.chunk, args.timeout)
-    result["stages"] = stages.per_stage(before, stages.scrape(args.worker_metrics))
-    result["api"] = {k: api[k] for k in ("upload_s", "total_s")} | {
-        k: api["job"][k] for k in ("id", "status", "done", "failed")
-    }
+    for suffix, heatmaps in (("_without_heatmaps", False), ("", True)):  # the same files, one job each
+        before = stages.scrape(args.worker_metrics)
+        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps)
+        result[f"stages{suffix}"] = stages.per_stage(before, stages.scrape(args.worker_metrics))
+        result[f"api{suffix}"] = {k: api[k] for k in ("upload_s", "total_s")} | {
+            k: api["job"][k] for k in ("id", "status", "done", "failed")
+        }
     singles = single_image_jobs(args.url, args.token, files, args.single, args.timeout)
     result["single_job_p50_ms"] = 1000 * float(np.median(singles))
 
@@ -112,15 +118,24 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
         if label == "compiled":
             single = raw.single_image_times(files.paths[: args.single], models, decode)
             result["raw_single_p50_ms"] = 1000 * float(np.median(single))
+            folder = workdir / name / "heatmaps"
+            result["heatmap_cost"] = raw.heatmap_cost(files.paths, models, args.batch_size, pool, decode, folder)
     pool.shutdown()
     return result | {"ratios": ratios(result, model_names)}
 
 
 def ratios(result: dict, model_names: list[str]) -> dict:
-    compiled, eager = result["raw_compiled"], result["raw_eager"]
+    compiled, eager, heat = result["raw_compiled"], result["raw_eager"], result["heatmap_cost"]
     found = {"compiled_vs_eager_raw": eager["total_s"] / compiled["total_s"]}
+    without_s = heat["prepare_s"] + heat["plain_s"]
+    found["heatmaps_vs_none_raw"] = without_s / (heat["prepare_s"] + heat["with_s"] + heat["heatmaps_s"])
     for model in model_names:
         found[f"compiled_vs_eager_{model}"] = eager["inference_s"][model] / compiled["inference_s"][model]
+    if result["api"]:
+        found["heatmaps_vs_none_api"] = result["api_without_heatmaps"]["total_s"] / result["api"]["total_s"]
+    if result["api"] and result["stages"].get("heatmaps_ms"):
+        stages_ms = result["stages"]
+        found["worker_without_heatmaps_share"] = 1 - stages_ms["heatmaps_ms"] / stages_ms["total_ms"]
     if result["api"]:
         found["end_to_end_vs_compiled_raw"] = compiled["total_s"] / result["api"]["total_s"]
         found["single_job_overhead_ms"] = result["single_job_p50_ms"] - result["raw_single_p50_ms"]
@@ -139,7 +154,12 @@ def print_table(result: dict, args) -> None:
         ("raw, eager Keras", eager["total_s"]),
     ]
     if api:
-        rows = [("API: upload only", api["upload_s"]), ("API: upload -> all predicted", api["total_s"])] + rows
+        without = result["api_without_heatmaps"]
+        rows = [
+            ("API: upload only", api["upload_s"]),
+            ("API: upload -> all predicted", api["total_s"]),
+            ("API: the same, no heat maps", without["total_s"]),
+        ] + rows
     print(f"{'path':32s} {'wall s':>8s} {'images/s':>9s} {'vs compiled raw':>16s}")
     for label, seconds in rows:
         print(f"{label:32s} {seconds:8.2f} {n / seconds:9.1f} {compiled['total_s'] / seconds:16.2f}")
@@ -154,9 +174,17 @@ def print_table(result: dict, args) -> None:
             for m, s in compiled["inference_s"].items()
         )
     )
+    heat = result["heatmap_cost"]
+    print(
+        f"heat maps, raw, ms/image (same batches, alternating): prepare {1000 * heat['prepare_s'] / n:.2f}, "
+        f"inference in the plain pass {1000 * heat['plain_s'] / n:.2f}, "
+        f"in the heat-map pass {1000 * heat['with_s'] / n:.2f}, "
+        f"Grad-CAM + PNG {1000 * heat['heatmaps_s'] / n:.2f}"
+    )
     if api:
         s = result["stages"]
-        names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "db_write", "commit", "total"]
+        names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "heatmaps", "db_write"]
+        names += ["commit", "total"]
         print("worker stages, ms/image: " + ", ".join(f"{k} {s[k + '_ms']:.2f}" for k in names if k + "_ms" in s))
         print(f"queue wait: {s.get('queue_wait_s_per_batch', float('nan')):.2f} s per batch (since its newest upload)")
         print(
@@ -169,6 +197,12 @@ def print_table(result: dict, args) -> None:
         for k, v in r.items()
         if k.startswith("compiled_vs_eager_") and k != "compiled_vs_eager_raw"
     ]
+    checks.append(("with heat maps vs without (raw)", r["heatmaps_vs_none_raw"], GOALS["heatmaps_vs_none"], ">="))
+    if api:
+        checks.append(("with heat maps vs without (API)", r["heatmaps_vs_none_api"], GOALS["heatmaps_vs_none"], ">="))
+    if "worker_without_heatmaps_share" in r:
+        share = r["worker_without_heatmaps_share"]
+        checks.append(("worker time not on heat maps", share, GOALS["heatmaps_vs_none"], ">="))
     if api:
         checks.append(("end to end vs compiled raw", r["end_to_end_vs_compiled_raw"], GOALS["end_to_end_vs_raw"], ">="))
         checks.append(

@@ -74,7 +74,7 @@ def upload(args: argparse.Namespace) -> int:
         _say(f"resuming job {args.resume}: {before - len(files)} of {before} files already stored")
         job_id = args.resume
     else:
-        job_id = client.create_job(args.name or folder.resolve().name)["id"]
+        job_id = client.create_job(args.name or folder.resolve().name, args.heatmaps)["id"]
         _say(f"job {job_id}: sending {len(files)} files from {folder}")
     result = send_files(client, job_id, files, max_file_bytes=args.max_file_mb * 2**20)
     if result.stopped:
@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--results", metavar="FILE", help="wait, then write the results as CSV to FILE")
     send.add_argument("--resume", type=int, metavar="JOB", help="add to open job JOB what it does not hold yet")
     send.add_argument("--max-file-mb", type=int, default=64, help="larger files are listed as failed, not sent")
+    send.add_argument(
+        "--heatmaps",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw Grad-CAM heat maps for the job, or not (default: the server's RADBATCH_HEATMAPS)",
+    )
     send.set_defaults(run=upload)
 
     show = commands.add_parser("status", parents=[common], help="a job's progress")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 from sqlalchemy import DateTime, Float, ForeignKey, Index, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -26,6 +26,8 @@ class FindingPrediction(Base):
     probability: Mapped[float] = mapped_column(Float)  # calibrated probability that the finding is present
     label: Mapped[str] = mapped_column(String(16))  # "present" | "absent"
     threshold: Mapped[float] = mapped_column(Float)
+    # the finding's own rate its probability and threshold are expressed at (models.findings.FindingHeads.shift)
+    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -40,6 +42,7 @@ def findings_for(session: Session, image_ids: list[int]) -> dict[int, dict[str, 
             "probability": row.probability,
             "label": row.label,
             "threshold": row.threshold,
+            "prevalence": row.prevalence,
             "model_version": row.model_version,
         }
     return found

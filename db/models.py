@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -114,6 +115,7 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
     is_open: Mapped[bool] = mapped_column(Boolean, default=False)  # still accepting files
+    heatmaps: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # the worker draws them
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
@@ -129,6 +131,7 @@ class Job(Base):
             "name": self.name,
             "status": self.status.value,
             "is_open": self.is_open,
+            "heatmaps": self.heatmaps,
             "total": self.total,
             "done": self.done,
             "failed": self.failed,
@@ -203,6 +206,9 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)  # calibrated probability of disease
     label: Mapped[str] = mapped_column(String(16))  # "healthy" | "disease"
     threshold: Mapped[float] = mapped_column(Float)
+    # the disease rate probability and threshold are expressed at (RADBATCH_PREVALENCE, else the model's trained
+    # one); None for predictions stored before it was recorded
+    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")

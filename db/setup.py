@@ -54,8 +54,8 @@ def private_dir(path: Path) -> None:
 
 
 def make_dirs(settings: Settings) -> None:
-    """$RADBATCH_HOME and its folders, mode 0700: uploads and thumbnails are patient images."""
-    for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.log_dir):
+    """$RADBATCH_HOME and its folders, mode 0700: uploads, thumbnails and heat maps are patient images."""
+    for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.heatmap_dir, settings.log_dir):
         private_dir(path)
 
 

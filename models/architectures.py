@@ -120,9 +120,9 @@ def build_unet(input_shape: tuple[int, int, int] = (128, 128, 1), base_filters: 
     return keras.Model(inputs, outputs, name="unet")
 
 
-def with_pooled_features(model: keras.Model) -> keras.Model:
+def with_pooled_features(model: keras.Model, extra: dict | None = None) -> keras.Model:
     """The served form of a trained model: its disease probability plus the input of its final Dense layer
-    (the pooled features the per-finding heads of `models.findings` read), from the same forward pass."""
-    return keras.Model(
-        model.inputs[0], {"disease": model.outputs[0], "pooled_features": model.layers[-1].input}, name=model.name
-    )
+    (the pooled features the per-finding heads of `models.findings` read), and any `extra` outputs (tensors of
+    the same graph, e.g. the feature maps of models.gradcam), all from the same forward pass."""
+    outputs = {"disease": model.outputs[0], "pooled_features": model.layers[-1].input, **(extra or {})}
+    return keras.Model(model.inputs[0], outputs, name=model.name)

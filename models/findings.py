@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.prevalence import PriorShift, card_prevalence
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FINDINGS_FOLDER = "findings"
 PRESENT, ABSENT = "present", "absent"
@@ -40,6 +42,10 @@ class FindingHeads:
     platt_slope: np.ndarray
     platt_intercept: np.ndarray
     threshold: np.ndarray
+    # the rate of each finding (heads' order) and of disease in the validation split the heads were calibrated
+    # on; None when the feature model's card is not of the same split, and then RADBATCH_PREVALENCE leaves them
+    finding_rates: np.ndarray | None = None
+    disease_rate: float | None = None
 
     @classmethod
     def load(cls, weights_dir: Path = WEIGHTS_DIR) -> FindingHeads | None:
@@ -56,7 +62,17 @@ class FindingHeads:
             findings=tuple(card["findings"]),
             served=tuple(card["served"]),
             **stored,
+            **_validation_rates(card, Path(weights_dir)),
         )
+
+    def shift(self, index: int, prevalence: float | None) -> PriorShift | None:
+        """Finding `index`'s prior shift when disease has `prevalence` (None: the trained one), assuming the mix
+        of findings among diseased images stays: π_f' = π_f × π'/π. None when the rates are unknown."""
+        if self.finding_rates is None or self.disease_rate is None:
+            return None
+        trained = float(self.finding_rates[index])
+        target = trained if prevalence is None else trained * prevalence / self.disease_rate
+        return PriorShift(trained=trained, target=float(np.clip(target, 1e-4, 1 - 1e-4)))
 
     def features(self, by_model: Mapping[str, np.ndarray]) -> np.ndarray:
         """The heads' input: each feature model's pooled features side by side, (n, n_features)."""
@@ -68,18 +84,43 @@ class FindingHeads:
         calibrated = self.platt_slope * z + self.platt_intercept
         return (1.0 / (1.0 + np.exp(-calibrated))).astype(np.float32)
 
-    def served_findings(self, by_model: Mapping[str, np.ndarray]) -> list[dict[str, dict]]:
-        """Per image, {finding: {"probability", "label", "threshold"}} for the served findings."""
+    def served_findings(
+        self, by_model: Mapping[str, np.ndarray], prevalence: float | None = None
+    ) -> list[dict[str, dict]]:
+        """Per image, {finding: {"probability", "label", "threshold", "prevalence"}} for the served findings,
+        at disease prevalence `prevalence` (`shift`); the label is decided before the shift, which cannot
+        change it. "prevalence" is the finding's own rate the probability is expressed at (None if unknown)."""
         probabilities = self.probabilities(by_model)
         columns = [(name, self.findings.index(name)) for name in self.served]
+        shifts = {i: self.shift(i, prevalence) for _, i in columns}
         return [
-            {
-                name: {
-                    "probability": float(row[i]),
-                    "label": PRESENT if row[i] >= self.threshold[i] else ABSENT,
-                    "threshold": float(self.threshold[i]),
-                }
-                for name, i in columns
-            }
+            {name: _finding(row[i], float(self.threshold[i]), shifts[i]) for name, i in columns}
             for row in probabilities
         ]
+
+
+def _finding(probability: float, threshold: float, shift: PriorShift | None) -> dict:
+    label = PRESENT if probability >= threshold else ABSENT
+    if shift is None:
+        return {"probability": float(probability), "label": label, "threshold": threshold, "prevalence": None}
+    return {
+        "probability": float(shift(probability)),
+        "label": label,
+        "threshold": float(shift(threshold)),
+        "prevalence": shift.target,
+    }
+
+
+def _validation_rates(card: dict, weights_dir: Path) -> dict:
+    """finding_rates and disease_rate from the heads' card and their first feature model's card (the split's
+    size and disease rate), if both describe the same split file; else {}."""
+    feature_card_path = weights_dir / card["feature_models"][0] / "card.json"
+    if not feature_card_path.exists():
+        return {}
+    feature_card = json.loads(feature_card_path.read_text())
+    data = feature_card.get("data", {})
+    if data.get("split_file") != card.get("data", {}).get("split_file") or "splits" not in data:
+        return {}
+    images = data["splits"]["validation"]["images"]
+    rates = [card["metrics"][f]["positives"]["validation"] / images for f in card["findings"]]
+    return {"finding_rates": np.array(rates), "disease_rate": card_prevalence(feature_card)}

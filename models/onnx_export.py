@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-4
-ARCHITECTURES = Path(__file__).resolve().parent / "architectures.py"
+# The sources that shape the exported graph: the architectures, and the outputs added for Grad-CAM.
+GRAPH_SOURCES = tuple(Path(__file__).resolve().parent / name for name in ("architectures.py", "gradcam.py"))
 
 
 class ExportError(RuntimeError):
@@ -56,10 +57,10 @@ def _package_version(name: str) -> str:
 
 
 def cache_key(weights_path: Path) -> str:
-    """What the exported file depends on, hashed: the weights, the architectures, the opset and the exporters."""
+    """What the exported file depends on, hashed: the weights, the graph's sources, the opset and the exporters."""
     parts = [
         f"weights={_sha256(weights_path)}",
-        f"architectures={_sha256(ARCHITECTURES)}",
+        *(f"{source.name}={_sha256(source)}" for source in GRAPH_SOURCES),
         f"opset={ONNX_OPSET}",
         *(f"{package}={_package_version(package)}" for package in ("tf2onnx", "onnx", "keras", "tensorflow")),
     ]

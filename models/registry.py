@@ -5,8 +5,8 @@ Each model lives in `models/weights/<name>/`:
   card.md     the human-readable model card
   weights.npz the Keras weights, stored as float16 to keep the file small
 
-The ensemble (`models/weights/ensemble.json`) is the mean of the calibrated CNN and
-U-Net probabilities with its own threshold chosen on validation.
+The ensemble (`models/weights/ensemble.json`: version and members) averages the members' logits, each
+relative to its own threshold (see `Ensemble`); its threshold follows from theirs.
 
 Only `load_model` imports TensorFlow (or, for the ONNX runtime with its file already built, only ONNX
 Runtime); reading cards does not. How a loaded model runs is `models.runtime`'s business (RADBATCH_RUNTIME).
@@ -15,19 +15,22 @@ Runtime); reading cards does not. How a loaded model runs is `models.runtime`'s 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from models.calibration import PlattScaling
+from models import gradcam
+from models.calibration import PlattScaling, logit
+from models.prevalence import card_prevalence, mean_logit_rate
 from models.runtime import Runner, make_runner
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
 ENSEMBLE_MEMBERS = ("cnn", "unet")
-DISEASE_OUTPUT = "disease"  # in a model with several outputs, the one holding the disease probability
+DISEASE_OUTPUT = gradcam.DISEASE_OUTPUT  # in a model with several outputs, the one holding the disease probability
 FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
 
 
@@ -89,10 +92,15 @@ class LoadedModel:
     card: dict
     runner: Runner
     keras_model: Any = None  # None when the ONNX runtime loaded a cached file without building the Keras model
+    head: gradcam.DenseHead | None = None  # the dense head after the pooled features, for Grad-CAM
 
     @property
     def runtime(self) -> str:
         return self.runner.runtime
+
+    @property
+    def has_heatmaps(self) -> bool:
+        return self.head is not None
 
     def predict_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the model by name (uncalibrated), for a batch shaped (n, size, size, channels)."""
@@ -126,19 +134,37 @@ class LoadedModel:
         outputs = self.runner(batch)
         return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
 
+    def heatmaps(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Grad-CAM of the disease logit from `predict_all`'s outputs: (n, size, size) on the padded input square
+        (models/gradcam.py)."""
+        if self.head is None:
+            raise gradcam.HeatmapError(f"model {self.name!r} has no heat maps")
+        return gradcam.heatmaps(outputs, self.head, self.input_size)
+
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"
 
+    @property
+    def trained_prevalence(self) -> float:
+        """The disease rate its calibrated probabilities reflect (models.prevalence)."""
+        return card_prevalence(self.card)
 
-def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
-    """The Keras model `name` with its trained weights, in its served form: outputs `disease` and
-    `pooled_features` (imports TensorFlow)."""
-    from models.architectures import with_pooled_features
 
+def trained_keras(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` as trained, with its weights: one output, the disease probability."""
     size, channels = input_spec(name)
     keras_model = builder(name)(input_shape=(size, size, channels))
     load_weights(keras_model, weights_dir / name / "weights.npz")
-    return with_pooled_features(keras_model)
+    return keras_model
+
+
+def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
+    """The Keras model `name` with its trained weights, in its served form: outputs `disease`, `pooled_features`
+    and, for a model with heat maps, the feature maps Grad-CAM needs, `features_<i>` (imports TensorFlow)."""
+    from models.architectures import with_pooled_features
+
+    keras_model = trained_keras(name, weights_dir)
+    return with_pooled_features(keras_model, gradcam.feature_map_outputs(name, keras_model))
 
 
 def load_model(
@@ -154,6 +180,7 @@ def load_model(
     runner, keras_model = make_runner(
         runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
     )
+    head = gradcam.read_head(name, weights_dir / name / "weights.npz") if name in gradcam.HEADS else None
     return LoadedModel(
         name=name,
         version=card["version"],
@@ -164,24 +191,64 @@ def load_model(
         card=card,
         runner=runner,
         keras_model=keras_model,
+        head=head,
     )
 
 
 @dataclass(frozen=True)
 class Ensemble:
-    """Mean of the members' calibrated probabilities."""
+    """The members' logits, each relative to its own threshold, averaged.
+
+    probability = sigmoid(mean of the members' logit(p)), threshold = sigmoid(mean of their logit(threshold)),
+    so the ensemble says disease exactly when mean(logit p_m − logit t_m) ≥ 0: when every member is on the
+    same side of its own threshold, the ensemble is too; it only decides between members that disagree.
+    The threshold is derived from the members' (read from their cards), never tuned on its own.
+    """
 
     version: str
-    threshold: float
+    member_thresholds: Mapping[str, float]
     members: tuple[str, ...] = ENSEMBLE_MEMBERS
+    member_prevalences: Mapping[str, float] | None = None  # each member's trained prevalence (models.prevalence)
 
     @classmethod
     def load(cls, weights_dir: Path = WEIGHTS_DIR) -> Ensemble:
         data = read_ensemble(weights_dir)
-        return cls(version=data["version"], threshold=float(data["threshold"]), members=tuple(data["members"]))
+        members = tuple(data["members"])
+        cards = {m: read_card(m, weights_dir) for m in members}
+        return cls(
+            version=data["version"],
+            member_thresholds={m: float(cards[m]["threshold"]) for m in members},
+            members=members,
+            member_prevalences={m: card_prevalence(cards[m]) for m in members},
+        )
 
-    def combine(self, member_probabilities: dict[str, np.ndarray]) -> np.ndarray:
-        return np.mean([member_probabilities[m] for m in self.members], axis=0).astype(np.float32)
+    @property
+    def threshold(self) -> float:
+        return mean_logit_rate(self.member_thresholds[m] for m in self.members)
+
+    @property
+    def trained_prevalence(self) -> float:
+        """The prevalence its probabilities reflect: the members' by the same rule as the threshold."""
+        return mean_logit_rate((self.member_prevalences or {})[m] for m in self.members)
+
+    def combine(self, member_probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+        z = np.mean([logit(member_probabilities[m]) for m in self.members], axis=0)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def margin(self, member_probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+        """mean(logit p_m − logit t_m): ≥ 0 is disease."""
+        return np.mean(
+            [logit(member_probabilities[m]) - logit(self.member_thresholds[m]) for m in self.members], axis=0
+        )
+
+    def labels(self, member_probabilities: Mapping[str, np.ndarray]) -> list[str]:
+        """The ensemble's labels: the members' own when they all agree (what the margin gives, stated so that
+        no rounding at a threshold can flip it), else the sign of the margin."""
+        votes = np.array([np.atleast_1d(member_probabilities[m]) >= self.member_thresholds[m] for m in self.members])
+        disease = np.where(
+            votes.all(axis=0) | ~votes.any(axis=0), votes[0], np.atleast_1d(self.margin(member_probabilities)) >= 0
+        )
+        return ["disease" if d else "healthy" for d in disease]
 
     def label(self, probability: float) -> str:
         return "disease" if probability >= self.threshold else "healthy"

@@ -1,5 +1,5 @@
 """In Chromium against the real stack: the job page's filters, path search and page size, and the image viewer
-(zoom, window/level, next/previous across pages, the heat-map controls)."""
+(zoom, window/level, next/previous across pages, the worker's heat maps as an overlay)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_filters_search_and_page_size(browser: BrowserSession, finished_job: dic
         r for r in results if r["path"].startswith("study/a/") and r["predictions"]["ensemble"]["label"] == "disease"
     ]
     expect(_rows(page)).to_have_count(len(wanted))
-    shown = [float(text) for text in page.locator("tr td:last-child .prob").all_inner_texts()]
+    shown = [float(text) for text in page.locator("tr td:nth-child(6) .prob").all_inner_texts()]  # the ensemble
     assert shown == sorted(shown, reverse=True) and len(shown) == len(wanted)
     browser.shot("disease-by-probability")
     page.get_by_role("link", name="clear").click()
@@ -123,11 +123,13 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     expect(page.locator("#viewer-predictions tr td:nth-child(4)")).to_have_text(
         [f"{done[3]['predictions'][m]['threshold']:.3f}" for m in ("cnn", "unet", "ensemble")]
     )
+    prevalence = done[3]["predictions"]["ensemble"]["prevalence"]
+    expect(page.locator("#viewer-prevalence")).to_contain_text(f"disease prevalence of {prevalence:.3f}")
     findings = done[3]["findings"]
     assert findings, "the worker served no findings"
     shown = [f"{n}: {f['probability']:.3f} {f['label']} (threshold {f['threshold']:.3f})" for n, f in findings.items()]
     expect(page.locator("#viewer-findings li")).to_have_text(shown)
-    expect(page.locator("#heatmap-controls")).to_be_hidden()  # no heat maps on this server yet: 404
+    expect(page.locator("#heatmap-controls")).to_be_visible()  # the worker drew both models' heat maps
     browser.shot("viewer-open", full_page=False)
 
     before = _zoom_percent(page)
@@ -161,7 +163,7 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     browser.shot("first-image", full_page=False)
     page.keyboard.press("Escape")
     expect(viewer).to_be_hidden()
-    assert browser.unexpected_problems("/heatmap") == []
+    assert browser.unexpected_problems() == []
 
 
 def test_viewer_shows_why_a_failed_file_has_no_image(browser: BrowserSession, finished_job: dict):
@@ -177,40 +179,54 @@ def test_viewer_shows_why_a_failed_file_has_no_image(browser: BrowserSession, fi
     assert browser.unexpected_problems("/heatmap", "/image.png") == []
 
 
-def _heatmap_png() -> bytes:
-    """A small RGBA heat map with one hot spot, as the server's heat-map endpoint will send."""
-    import numpy as np
-
-    y, x = np.mgrid[0:32, 0:32]
-    heat = np.exp(-((x - 10) ** 2 + (y - 12) ** 2) / 40.0)
-    rgba = np.stack([255 * heat, 64 * heat, 0 * heat, 255 * heat], axis=-1).astype(np.uint8)
-    out = io.BytesIO()
-    PILImage.fromarray(rgba).save(out, format="PNG")
-    return out.getvalue()
-
-
-def test_viewer_heatmap_overlay_follows_the_url_contract(browser: BrowserSession, finished_job: dict):
-    """The heat-map endpoint (GET /api/v1/images/<id>/heatmap?model=cnn) arrives with the worker's saliency maps.
-    Until then this test answers that URL for model=cnn in the browser; unet goes to the real server (404)."""
-    page, heatmap = browser.page, _heatmap_png()
-    page.route(
-        re.compile(r"/api/v1/images/\d+/heatmap\?model=cnn$"),
-        lambda route: route.fulfill(body=heatmap, content_type="image/png"),
+def _overlay_drawn(page) -> dict:
+    """The overlay image's natural size and how many of its pixels are not fully transparent (read from a canvas:
+    the image is a blob: URL of this page, so the canvas is not tainted)."""
+    return page.evaluate(
+        """() => {
+          const image = document.querySelector('img.heatmap');
+          const canvas = Object.assign(document.createElement('canvas'),
+                                       { width: image.naturalWidth, height: image.naturalHeight });
+          const context = canvas.getContext('2d');
+          context.drawImage(image, 0, 0);
+          const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+          let visible = 0;
+          for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) visible += 1;
+          return { width: image.naturalWidth, height: image.naturalHeight, visible };
+        }"""
     )
+
+
+def test_viewer_heatmap_overlay_from_the_worker(browser: BrowserSession, finished_job: dict):
+    """The worker's Grad-CAM maps from GET /api/v1/images/<id>/heatmap?model=...: toggled, per model, with opacity."""
+    page = browser.page
     browser.login()
     page.goto(f"/jobs/{finished_job['id']}?status=done")
-    _rows(page).first.click()
+    with page.expect_response(re.compile(r"/api/v1/images/\d+/heatmap\?model=unet$")) as unet_response:
+        _rows(page).first.click()
+    assert unet_response.value.status == 200
     expect(page.locator("#heatmap-controls")).to_be_visible()
-    expect(page.locator("#heatmap-model option")).to_have_text(["cnn"])  # unet answered 404: not offered
+    expect(page.locator("#heatmap-model option")).to_have_text(["cnn", "unet"])
     expect(page.locator("img.heatmap")).to_have_count(0)
     page.get_by_label("Show").check()
     overlay = page.locator("img.heatmap")
     expect(overlay).to_be_visible()
-    page.wait_for_function("() => document.querySelector('img.heatmap').naturalWidth === 32")
+    page.wait_for_function("() => document.querySelector('img.heatmap').complete")
+    drawn = _overlay_drawn(page)
+    assert (drawn["width"], drawn["height"]) == (128, 128)  # a 128-px upload: its map has its size and shape
+    assert 0 < drawn["visible"] < 128 * 128  # non-empty, and transparent where nothing points to disease
     assert overlay.bounding_box()["width"] > 300  # stretched over the whole image
     page.get_by_label("Opacity").fill("80")
     assert overlay.evaluate("(image) => image.style.opacity") == "0.8"
-    browser.shot("heatmap-overlay", full_page=False)
+    browser.shot("heatmap-cnn", full_page=False)
+    cnn_source = overlay.get_attribute("src")
+    page.locator("#heatmap-model").select_option("unet")
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('img.heatmap'); return img.src !== before && img.complete; }",
+        arg=cnn_source,
+    )
+    assert _overlay_drawn(page)["visible"] > 0
+    browser.shot("heatmap-unet", full_page=False)
     page.get_by_label("Show").uncheck()
     expect(overlay).to_have_count(0)
-    assert browser.unexpected_problems("heatmap?model=unet") == []
+    assert browser.unexpected_problems() == []

@@ -80,7 +80,7 @@ def test_clean_upload_exits_zero_then_status_and_results(e2e_stack: Stack, tmp_p
     shown = radbatch(e2e_stack, "status", str(job_id))
     assert shown.returncode == 0 and "done" in shown.stdout and "3 of 3 processed, 0 failed" in shown.stdout
     as_json = json.loads(radbatch(e2e_stack, "status", str(job_id), "--json").stdout)
-    assert as_json["id"] == job_id and as_json["finished_at"]
+    assert as_json["id"] == job_id and as_json["finished_at"] and as_json["heatmaps"] is True  # the server's default
     to_stdout = radbatch(e2e_stack, "results", str(job_id), "--csv")
     assert to_stdout.returncode == 0 and to_stdout.stdout.startswith("image_id,path,")
     assert len(to_stdout.stdout.strip().splitlines()) == 4
@@ -95,6 +95,12 @@ def test_clean_upload_exits_zero_then_status_and_results(e2e_stack: Stack, tmp_p
     ]
     missing = radbatch(e2e_stack, "status", "999999")
     assert missing.returncode == 1 and "(404): job 999999 not found" in missing.stderr
+
+
+def test_upload_without_heat_maps(e2e_stack: Stack, tmp_path: Path):
+    result = radbatch(e2e_stack, "upload", str(_folder(tmp_path / "quick", ["a.png"])), "--no-heatmaps", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert e2e_stack.api.job(_job_id(result.stdout))["heatmaps"] is False
 
 
 def test_retries_5xx_with_the_same_idempotency_key(e2e_stack: Stack, tmp_path: Path):

@@ -5,6 +5,7 @@ Runs on SQLite and on a fresh PostgreSQL database, with the real trained models 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
 from db.session import make_engine, make_session_factory, session_scope
 from db.setup import make_dirs
 from db.users import create_user
+from models.prevalence import PriorShift
 from settings import Settings
 from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS
 from worker import inference, runtime
@@ -176,3 +178,44 @@ def test_a_delivery_racing_another_one_stores_the_images_the_other_did_not(env, 
     with session_scope(sessions) as session:
         assert session.scalar(select(func.count()).where(Prediction.image_id.in_(ids))) == 3 * len(ids)
         assert (session.get(Job, job_id).done, session.get(Job, job_id).status) == (len(ids), JobStatus.done)
+
+
+def test_a_worker_with_a_prevalence_stores_shifted_probabilities_and_says_which(env, loaded_models) -> None:
+    settings, sessions = env
+    files = {p.name: p.read_bytes() for p in sorted(PIPELINE_IMAGES.glob("*.png"))[:4]}
+    _, at_training = make_job(settings, sessions, files)
+    _, at_site = make_job(settings, sessions, files)
+    run(settings, sessions, loaded_models, at_training)
+    run(replace(settings, prevalence=0.2), sessions, loaded_models, at_site)
+
+    def stored(ids: list[int]) -> list[tuple]:
+        with session_scope(sessions) as session:
+            rows = session.scalars(select(Prediction).where(Prediction.image_id.in_(ids)))
+            return sorted(
+                (ids.index(p.image_id), p.model_name, p.probability, p.threshold, p.label, p.prevalence) for p in rows
+            )
+
+    trained = {"ensemble": loaded_models.ensemble.trained_prevalence}
+    trained |= {name: model.trained_prevalence for name, model in loaded_models.models.items()}
+    for before, after in zip(stored(at_training), stored(at_site), strict=True):
+        position, name, probability, threshold, label, prevalence = before
+        assert after[:2] == (position, name) and after[4] == label  # the same label at any prevalence
+        assert prevalence == pytest.approx(trained[name]) and after[5] == 0.2
+        shift = PriorShift(trained=trained[name], target=0.2)
+        assert after[2] == pytest.approx(float(shift(probability)), rel=1e-5) and after[2] < probability
+        assert after[3] == pytest.approx(float(shift(threshold)), rel=1e-9)
+    heads = loaded_models.findings
+    assert heads is not None
+
+    def findings(ids: list[int]) -> list[tuple]:
+        with session_scope(sessions) as session:
+            rows = session.scalars(select(FindingPrediction).where(FindingPrediction.image_id.in_(ids)))
+            return sorted((ids.index(f.image_id), f.finding, f.probability, f.label, f.prevalence) for f in rows)
+
+    before, after = findings(at_training), findings(at_site)
+    assert len(before) == len(after) == 4 * len(heads.served)
+    for (position, name, probability, label, prevalence), shifted in zip(before, after, strict=True):
+        shift = heads.shift(heads.findings.index(name), 0.2)
+        assert prevalence == pytest.approx(shift.trained) and shifted[4] == pytest.approx(shift.target)
+        assert shifted[:2] == (position, name) and shifted[3] == label
+        assert shifted[2] == pytest.approx(float(shift(probability)), rel=1e-5)

@@ -111,9 +111,10 @@ def test_purge_removes_what_the_worker_wrote(e2e_stack: Stack, pipeline_files) -
         images = session.execute(select(Image.id, Image.stored_name).where(Image.job_id == job["id"])).all()
     settings = e2e_stack.settings
     files = [settings.thumbnail_dir / f"{i}.png" for i, _ in images] + [settings.upload_dir / s for _, s in images]
-    assert len(files) == 6 and all(path.is_file() for path in files)
+    files += [settings.heatmap_dir / f"{i}-{model}.png" for i, _ in images for model in ("cnn", "unet")]
+    assert len(files) == 12 and all(path.is_file() for path in files)
     response = e2e_stack.api.http.delete(f"{e2e_stack.api.base}/jobs/{job['id']}", params={"purge": "true"})
-    assert response.status_code == 200 and response.json()["files"] == 6
+    assert response.status_code == 200 and response.json()["files"] == 12
     assert not any(path.exists() for path in files)
     with session_scope(e2e_stack.sessions) as session:
         assert session.scalar(select(func.count()).select_from(Job).where(Job.id == job["id"])) == 0

@@ -92,6 +92,12 @@ def trained_weights(tmp_path_factory) -> Path:
     return out
 
 
+def _mean_logit(*members: np.ndarray) -> np.ndarray:
+    """The ensemble's rule (models.registry.Ensemble), by hand."""
+    z = np.mean([np.log(p.astype(np.float64) / (1 - p.astype(np.float64))) for p in members], axis=0)
+    return 1 / (1 + np.exp(-z))
+
+
 def test_smoke_training_writes_loadable_models(trained_weights):
     from models.registry import load_model
 
@@ -108,7 +114,7 @@ def test_smoke_training_writes_loadable_models(trained_weights):
 
 
 def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
-    from training.evaluate import evaluate, main
+    from training.evaluate import evaluate_records, main
 
     folder = tmp_path / "nih"
     shutil.copytree(MINI, folder)
@@ -149,7 +155,7 @@ def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
     for png in ("roc.png", "calibration.png", "confusion.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
 
-    _, probabilities, labels = evaluate(folder, ["cnn", "unet"], weights_dir=trained_weights)
+    _, probabilities, labels, _ = evaluate_records(folder, ["cnn", "unet"], weights_dir=trained_weights)
     for name in ("cnn", "unet", "ensemble"):
         p = probabilities[name]
         predicted = (p >= printed[name]["threshold"]).astype(int)
@@ -158,7 +164,8 @@ def test_evaluate_json_matches_scikit_learn(trained_weights, tmp_path, capsys):
         assert printed[name]["f1"] == pytest.approx(f1_score(labels, predicted), abs=1e-6)
         true_pos = int(((predicted == 1) & (labels == 1)).sum())
         assert printed[name]["sensitivity"] == pytest.approx(true_pos / labels.sum())
-    np.testing.assert_allclose(probabilities["ensemble"], (probabilities["cnn"] + probabilities["unet"]) / 2, 1e-6)
+    expected = _mean_logit(probabilities["cnn"], probabilities["unet"])
+    np.testing.assert_allclose(probabilities["ensemble"], expected, 1e-6)
 
 
 def test_evaluate_reports_subsets_and_predictions_agree_with_the_json(trained_weights, tmp_path, capsys):
@@ -191,8 +198,8 @@ def test_evaluate_reports_subsets_and_predictions_agree_with_the_json(trained_we
         assert within["auc"] == pytest.approx(roc_auc_score(labels[covid], p[covid]), abs=1e-6)
         assert subsets[SOURCE_PREFIX + "github:samadon1/radSIM"]["auc"] is None  # disease only: no AUC
     ensemble = np.array([float(row["ensemble"]) for row in rows])
-    mean = (np.array([float(r["cnn"]) for r in rows]) + np.array([float(r["unet"]) for r in rows])) / 2
-    np.testing.assert_allclose(ensemble, mean, atol=1e-6)
+    members = [np.array([float(r[m]) for r in rows]) for m in ("cnn", "unet")]
+    np.testing.assert_allclose(ensemble, _mean_logit(*members), atol=1e-6)
 
     main(arguments)  # the text form ends with the subset table
     table = capsys.readouterr().out

@@ -13,7 +13,7 @@ from db.models import Image, ImageStatus, Prediction
 from db.session import session_scope
 from tests.web_fixtures import png_bytes, queued_batches, upload
 
-RESULT_KEYS = {"id", "filename", "path", "status", "error", "notes", "width", "height", "predictions"} | {
+RESULT_KEYS = {"id", "filename", "path", "status", "error", "notes", "width", "height", "predictions", "findings"} | {
     "study_instance_uid",
     "accession_number",
     "view_position",
@@ -218,7 +218,7 @@ def test_results_filters_sorting_and_pages(web_client, web_token, web_db):
     first = get("per_page=3")
     assert (first["total"], first["pages"], len(first["results"])) == (4, 2, 3)
     prediction = first["results"][0]["predictions"]["cnn"]
-    assert set(prediction) == {"probability", "label", "threshold", "model_version"}
+    assert set(prediction) == {"probability", "label", "threshold", "prevalence", "model_version"}
     assert set(first["results"][0]["predictions"]) == {"cnn", "unet", "ensemble"}
     assert len(get("per_page=3&page=2")["results"]) == 1
     assert [r["path"] for r in get("sort=path")["results"]] == ["s/a.png", "s/b.png", "s/c.png", "s/d.png"]

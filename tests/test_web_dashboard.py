@@ -194,3 +194,29 @@ def test_100k_image_job_page_uses_a_few_queries(web_client, web_auth, web_querie
     found = web_client.get(f"/api/v1/jobs/{big_job}/results?q=study42/&per_page=1000").get_json()
     assert found["total"] == sum(1 for i in range(N_IMAGES) if i % 97 == 42)
     assert all(row["path"].startswith("study42/") for row in found["results"])
+
+
+def test_the_job_page_and_csv_show_every_threshold_and_the_prevalence(web_client, web_auth, web_token, web_db):
+    job_id = _job(web_client, web_token("alice"), ["s/a.png"], name="thresholds")
+    served = {"cnn": (0.81, 0.693), "unet": (0.72, 0.663), "ensemble": (0.77, 0.678)}
+    with session_scope(web_db) as session:
+        image_id = session.scalar(select(Image.id).where(Image.job_id == job_id))
+        session.execute(
+            insert(Prediction),
+            [
+                dict(image_id=image_id, model_name=m, model_version="v3", probability=p, label="disease")
+                | dict(threshold=t, prevalence=0.2)
+                for m, (p, t) in served.items()
+            ],
+        )
+    web_auth.login("alice")
+    page = web_client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    for name, (_, threshold) in served.items():
+        assert f"≥&nbsp;{threshold:.3f}</span>" in page  # under each label, not only in a tooltip
+        assert f"{name} {threshold:.3f}" in page  # in the line above the table
+    assert '<span id="prevalence">0.200</span>' in page
+    rows = list(csv.DictReader(io.StringIO(web_client.get(f"/jobs/{job_id}/results.csv").get_data(as_text=True))))
+    assert [rows[0][f"{m}_threshold"] for m in served] == ["0.693", "0.663", "0.678"]
+    assert {rows[0][f"{m}_prevalence"] for m in served} == {"0.2"}
+    results = web_client.get(f"/api/v1/jobs/{job_id}/results").get_json()["results"]
+    assert {p["prevalence"] for p in results[0]["predictions"].values()} == {0.2}

@@ -1,4 +1,4 @@
-"""The viewer's full-image route, the CSV with a token, path search and page size, the favicon and the notice."""
+"""The viewer's full-image and heat-map routes, the CSV with a token, path search, page size, favicon and notice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from db.models import Image
+from db.models import Image, ImageStatus
 from db.session import session_scope
 from models.preprocess import decode_image, to_gray
 from tests.web_fixtures import png_bytes, upload
@@ -71,6 +71,46 @@ def test_full_image_only_for_the_owner_or_an_admin(web_client, web_auth, web_tok
     web_auth.login("alice")  # the viewer loads it with the session cookie
     with web_client.get(url) as response:
         assert response.status_code == 200 and PILImage.open(io.BytesIO(response.data)).size == (20, 10)
+
+
+def test_heat_map_route_same_access_and_a_reason_when_there_is_none(
+    web_client, web_auth, web_token, web_db, web_settings
+):
+    job_id = _job(web_client, web_token("alice"), [("s/a.png", png_bytes((20, 10)))])
+    image_id = _image_ids(web_db, job_id)["s/a.png"]
+    url = f"/api/v1/images/{image_id}/heatmap?model=cnn"
+    alice = web_token("alice")
+    waiting = web_client.get(url, headers=alice)  # no worker here: the image is still queued
+    assert waiting.status_code == 404 and waiting.get_json()["message"].endswith("has no heat map: it is queued")
+    with session_scope(web_db) as session:
+        session.get(Image, image_id).status = ImageStatus.done
+    missing = web_client.get(url, headers=alice)
+    assert missing.status_code == 404 and "none was written when it was predicted" in missing.get_json()["message"]
+    drawn = png_bytes((20, 10))  # the route serves the worker's file as it is
+    web_settings.heatmap_dir.mkdir(exist_ok=True)
+    (web_settings.heatmap_dir / f"{image_id}-cnn.png").write_bytes(drawn)
+    assert web_client.get(url).status_code == 401
+    assert web_client.get(url, headers=web_token("bob")).status_code == 404
+    assert web_client.get(url, headers=web_token("root")).data == drawn
+    web_auth.login("alice")  # the viewer fetches it with the session cookie
+    with web_client.get(url) as response:
+        assert response.status_code == 200 and response.mimetype == "image/png" and response.data == drawn
+        assert response.headers["Cache-Control"] == "private, no-store"
+    unknown = web_client.get(f"/api/v1/images/{image_id}/heatmap?model=ensemble")
+    assert unknown.status_code == 404 and "choose model= from cnn, unet" in unknown.get_json()["message"]
+
+
+@pytest.mark.parametrize(("field", "expected"), [(None, True), ("false", False), ("on", True)])
+def test_heat_maps_are_a_per_job_option(web_client, web_token, web_db, field, expected):
+    form = {} if field is None else {"heatmaps": field}
+    job_id = _job(web_client, web_token("alice"), [("s/a.png", png_bytes())], **form)
+    assert web_client.get(f"/api/v1/jobs/{job_id}", headers=web_token("alice")).get_json()["heatmaps"] is expected
+    if not expected:
+        image_id = _image_ids(web_db, job_id)["s/a.png"]
+        refused = web_client.get(f"/api/v1/images/{image_id}/heatmap?model=unet", headers=web_token("alice"))
+        assert refused.status_code == 404 and "created without heat maps" in refused.get_json()["message"]
+    bad = web_client.post("/api/v1/jobs", data={"heatmaps": "maybe", "open": "true"}, headers=web_token("alice"))
+    assert bad.status_code == 400 and "heatmaps must be true or false" in bad.get_json()["message"]
 
 
 def test_results_csv_accepts_a_bearer_token(web_client, web_token):

@@ -82,7 +82,8 @@ Validation AUC {val_auc} (n={val_n}).
 ## Test-split metrics (all four models and the ensemble, the same {test_n} images)
 
 {table}
-The ensemble is the mean of the calibrated `cnn` and `unet` probabilities (threshold by Youden's J on validation).
+The ensemble is sigmoid(mean of the calibrated `cnn` and `unet` logits) against sigmoid(mean of their thresholds'
+logits): derived, not tuned, so it never overrules the two when they agree.
 Plots: `models/weights/report/`. Re-run on any NIH-layout folder:
 `python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json`.
 {subsets}{findings}{tried}

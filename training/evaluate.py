@@ -3,8 +3,8 @@
     python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json [--report OUT]
         [--subset test] [--predictions FILE.csv]
 
-Prints one JSON object keyed by model name, plus "ensemble" (the mean of the
-calibrated CNN and U-Net probabilities) when both are evaluated. All metrics come
+Prints one JSON object keyed by model name, plus "ensemble" (the CNN's and U-Net's
+logits averaged, each relative to its own threshold) when both are evaluated. All metrics come
 from scikit-learn; the AUC's 95% interval is a seeded percentile bootstrap. When the
 folder has a sources.csv, each model's "subsets" gives n, disease count and AUC with
 its CI on all images, the native-resolution ones, the upsampled ones and each source
@@ -36,21 +36,6 @@ def decode_all(images_dir: Path, records: list[Record]) -> list:
         return list(pool.map(lambda r: decode_image(images_dir / r.image), records))
 
 
-def evaluate(
-    data_dir: Path,
-    model_names: list[str],
-    split_file: Path | None = None,
-    subset: str | None = None,
-    weights_dir: Path = WEIGHTS_DIR,
-    batch_size: int = 64,
-) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    """Metrics per model, the calibrated probabilities per model, and the labels."""
-    results, probabilities, labels, _ = evaluate_records(
-        data_dir, model_names, split_file, subset, weights_dir, batch_size
-    )
-    return results, probabilities, labels
-
-
 def select_records(data_dir: Path, split_file: Path | None = None, subset: str | None = None) -> list[Record]:
     records = load_records(data_dir)
     if subset:
@@ -67,8 +52,8 @@ def evaluate_records(
     weights_dir: Path = WEIGHTS_DIR,
     batch_size: int = 64,
 ) -> tuple[dict, dict[str, np.ndarray], np.ndarray, list[Record]]:
-    """As `evaluate`, plus the records in the order of the probabilities; each model's metrics carry
-    "subsets" when the folder has a sources.csv."""
+    """Metrics per model, the calibrated probabilities per model, the labels and the records in the order of the
+    probabilities; each model's metrics carry "subsets" when the folder has a sources.csv."""
     records = select_records(data_dir, split_file, subset)
     labels = np.array([r.label for r in records])
     started = time.perf_counter()

@@ -125,6 +125,7 @@ def predictions_for(session: Session, image_ids: list[int]) -> dict[int, dict[st
             "probability": prediction.probability,
             "label": prediction.label,
             "threshold": prediction.threshold,
+            "prevalence": prediction.prevalence,
             "model_version": prediction.model_version,
         }
     return found
@@ -218,9 +219,14 @@ def _safe_cell(value: Any) -> Any:
     return value
 
 
+def _blank_if_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
 DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
+PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
 CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS] + [
-    f"{model}_{field}" for model in MODELS for field in ("probability", "label", "threshold", "model_version")
+    f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
 ]
 
 
@@ -235,7 +241,7 @@ def csv_lines(rows: Iterator[dict], findings: Sequence[str] = ()) -> Iterator[st
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
-            cells += [prediction.get(key, "") for key in ("probability", "label", "threshold", "model_version")]
+            cells += [_blank_if_none(prediction.get(key, "")) for key in PREDICTION_CSV_FIELDS]
         cells += [row["findings"].get(name, {}).get("probability", "") for name in findings]
         writer.writerow([_safe_cell(cell) for cell in cells])
         if count % 200 == 0:

@@ -1,13 +1,13 @@
 """Predict one batch of images: a plain function of a session, the loaded models and the settings.
 
-Read (worker.reading) -> score (worker.scoring) -> store (here). `predict_batch` is idempotent, image by
-image, on SQLite and PostgreSQL alike: images already finished, or in a cancelled job, are skipped; each
-image is stored only if a conditional UPDATE still finds it unfinished (so of two deliveries racing on it,
-exactly one stores it), and its predictions are inserted with ON CONFLICT DO NOTHING on (image, model), its
-findings on (image, finding). A
-duplicate delivery therefore never rolls back its batch-mates. The slow part (decoding and the models) runs
-outside any transaction; the results, the image statuses and the job counters are then written in one
-transaction, which the caller commits.
+Read (worker.reading) -> score (worker.scoring) -> heat maps (worker.heatmaps) -> store (here).
+`predict_batch` is idempotent, image by image, on SQLite and PostgreSQL alike: images already finished, or
+in a cancelled job, are skipped; each image is stored only if a conditional UPDATE still finds it unfinished
+(so of two deliveries racing on it, exactly one stores it), and its predictions are inserted with ON
+CONFLICT DO NOTHING on (image, model), its findings on (image, finding). A duplicate delivery therefore never
+rolls back its batch-mates. The slow part (decoding, the models and the heat maps) runs outside any
+transaction; the results, the image statuses and the job counters are then written in one transaction, which
+the caller commits.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
 from worker import metrics
+from worker.heatmaps import write_heatmaps
 from worker.reading import Decoded, read_images
 from worker.scoring import Scores, score
 
@@ -75,13 +76,20 @@ def predict_batch(
         outcome.skipped = sorted(image_ids)
         return outcome
 
+    without_heatmaps = {image.id for image in todo if not image.job.heatmaps}  # read before the rollback expires it
     decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
     ingest_notes = {image.id: split_notes(image.notes) for image in todo}
     session.rollback()  # end the read-only transaction before the slow part
 
     for image_id, found in decoded.items():
         found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
-    scores = score(models, ensemble, decoded, errors, findings)
+    keep_outputs = len(without_heatmaps) < len(todo)
+    scores = score(
+        models, ensemble, decoded, errors, findings, keep_outputs=keep_outputs, prevalence=settings.prevalence
+    )
+    if scores.outputs:
+        with metrics.batch_stage("heatmaps"):
+            write_heatmaps(models, scores.outputs, decoded, set(errors) | without_heatmaps, settings)
     with metrics.batch_stage("db_write"):
         return _store(session, image_ids, decoded, errors, scores, outcome)
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNACKED_KEY = "unacked"  # kombu's Redis transport keeps unacknowledged messages in this hash
 IMAGE_STAGES = ("read", "decode", "preprocess", "thumbnail")  # per image, in a decoding thread
-BATCH_STAGES = ("queue_wait", "read_all", "inference", "db_write", "commit", "total")  # per batch, wall clock
+# Per batch, wall clock.
+BATCH_STAGES = ("queue_wait", "read_all", "inference", "heatmaps", "db_write", "commit", "total")
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -61,7 +62,8 @@ def metrics() -> SimpleNamespace:
         batch_stage=Histogram(
             "radbatch_worker_batch_stage_seconds",
             "Wall seconds of a batch in a stage (queue_wait: since its newest image was uploaded; read_all: every "
-            "image read, decoded and preprocessed; inference: all served models; db_write: the SQL statements; "
+            "image read, decoded and preprocessed; inference: all served models; heatmaps: Grad-CAM drawn and written; "
+            "db_write: the SQL statements; "
             "commit: the transaction's commit; total: the whole task)",
             ["stage"],
             buckets=_STAGE_BUCKETS,

@@ -1,4 +1,5 @@
-"""One image at full resolution for the viewer, rendered from the stored file by the models' own decoder."""
+"""One image at full resolution for the viewer, rendered from the stored file by the models' own decoder, and its
+heat maps (drawn by the worker, worker/heatmaps.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import io
 import logging
 
 import numpy as np
-from flask import Response, abort, g
+from flask import Response, abort, g, request
 from PIL import Image as PILImage
 from sqlalchemy import select
 
 from db.jobs import visible_jobs
-from db.models import Image, Job
+from db.models import Image, ImageStatus, Job
 from models.dicom import REDUCING_GAP, DicomError, decode_dicom, looks_like_dicom
+from models.gradcam import HEADS
 from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, decode_image, to_gray
 from web.api import bp
 from web.extensions import get_db, get_settings
@@ -63,8 +65,34 @@ def image_png(image_id: int):
         png = render_png(data)
     except (ImageDecodeError, OSError, SyntaxError) as error:  # Pillow can raise the last two while reading a header
         abort(422, f"image {image_id} cannot be shown: {error}")
+    return _png_response(png)
+
+
+def _png_response(png: bytes) -> Response:
     return Response(
         png,
         mimetype="image/png",
         headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@bp.get("/images/<int:image_id>/heatmap")
+def heatmap(image_id: int):
+    """The Grad-CAM heat map of one served model for the image (`?model=cnn`): an 8-bit palette PNG with the
+    image's aspect ratio whose values are the normalised map (worker/heatmaps.py); 404 saying why when none."""
+    image = visible_image_or_404(image_id)
+    settings = get_settings()
+    model = request.args.get("model", "")
+    with_maps = [name for name in settings.served_models if name in HEADS]
+    if model not in with_maps:
+        abort(404, f"no heat maps for model {model!r}; choose model= from {', '.join(with_maps) or 'none'}")
+    if not image.job.heatmaps:
+        abort(404, f"image {image_id} has no heat map: its job was created without heat maps")
+    if image.status != ImageStatus.done:
+        reason = f"it failed: {image.error}" if image.status == ImageStatus.failed else f"it is {image.status.value}"
+        abort(404, f"image {image_id} has no heat map: {reason}")
+    try:
+        png = (settings.heatmap_dir / f"{image_id}-{model}.png").read_bytes()
+    except FileNotFoundError:
+        abort(404, f"image {image_id} has no {model} heat map: none was written when it was predicted")
+    return _png_response(png)

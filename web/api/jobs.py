@@ -123,7 +123,9 @@ def create():
     if not files and not is_open:
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
-    job = create_job(db, _user(), clean_text(request.form.get("name", "")).strip() or _default_name(files), is_open)
+    heatmaps = flag(request.form, "heatmaps") if "heatmaps" in request.form else get_settings().heatmaps
+    name = clean_text(request.form.get("name", "")).strip() or _default_name(files)
+    job = create_job(db, _user(), name, is_open, heatmaps)
     webhook = register_webhook(db, job.id, request.form)  # before the files: a job that finishes at once notifies too
     location = url_for("api.get_job", job_id=job.id)
     _store(job, files, webhook, 201, location)

@@ -96,6 +96,10 @@
     }));
     const none = row.status === "failed" ? "none: the file failed" : "no predictions yet";
     if (!names.length) $("viewer-predictions").replaceChildren(Object.assign(cell(none, "muted"), { colSpan: 4 }));
+    const prevalence = names.map((name) => row.predictions[name].prevalence).find((value) => value != null);
+    $("viewer-prevalence").textContent = prevalence == null ? "" :
+      `label: disease at or above the threshold; probabilities at a disease prevalence of ${prevalence.toFixed(3)}`;
+    $("viewer-prevalence").hidden = prevalence == null;
     const findings = Object.entries(row.findings || {});
     $("viewer-findings").hidden = findings.length === 0;
     $("viewer-findings").querySelector("ul").replaceChildren(...findings.map(([name, f]) => Object.assign(

@@ -24,4 +24,5 @@ def portal():
         max_file_bytes=settings.max_file_mb * 2**20,
         max_file_mb=settings.max_file_mb,
         extensions=sorted(IMAGE_EXTENSIONS) + sorted(DICOM_EXTENSIONS),
+        heatmaps=settings.heatmaps,
     )
