@@ -2,11 +2,12 @@
 
     python -m training.cards --data ../shared/data/nih-cxr14-subset
 
-Run after training all four models, `training.ensemble` and `training.findings`. It evaluates every model
-(and the ensemble) on the TEST split of the committed patient-wise split, on all images and on each subset of
-training/subsets.py (native resolution, upsampled, each source), adds the results to each `card.json`, writes
-each `card.md` (with the per-finding table of the findings card, for the models whose features it reads),
-and the plots under models/weights/report/.
+Run after training all four models, `training.ensemble`, `training.findings` and the model checks
+(`training.source_probe`, `training.upsampled_check`, whose JSON in the weights folder becomes each card's
+"What we tried"). It evaluates every model (and the ensemble) on the TEST split of the committed patient-wise
+split, on all images and on each subset of training/subsets.py (native resolution, upsampled, each source), adds
+the results to each `card.json`, writes each `card.md` (with the per-finding table of the findings card, for the
+models whose features it reads), and the plots under models/weights/report/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from training.findings_card import findings_table
 from training.report import write_report
 from training.subsets import subset_table
 from training.train import DEFAULT_SPLIT
+from training.tried_card import tried_section
 
 LIMITS = """\
 - **Not a medical device.** A research and engineering artefact; it must not be used to diagnose, triage or
@@ -84,7 +86,7 @@ The ensemble is sigmoid(mean of the calibrated `cnn` and `unet` logits) against 
 logits): derived, not tuned, so it never overrules the two when they agree.
 Plots: `models/weights/report/`. Re-run on any NIH-layout folder:
 `python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json`.
-{subsets}{findings}
+{subsets}{findings}{tried}
 ## Limits
 
 {limits}"""
@@ -103,7 +105,7 @@ def metrics_table(test_metrics: dict) -> str:
     return header + "\n".join(rows) + "\n"
 
 
-def render_card(card: dict, test_metrics: dict, findings_card: dict | None = None) -> str:
+def render_card(card: dict, test_metrics: dict, findings_card: dict | None = None, tried: str = "") -> str:
     recipe, training, splits = card["recipe"], card["training"], card["data"]["splits"]
     split_lines = "\n".join(
         f"| {s} | {v['images']} | {v['patients']} | {v['disease']} | {v['healthy']} | {v['upsampled_from_64px']} |"
@@ -147,6 +149,7 @@ def render_card(card: dict, test_metrics: dict, findings_card: dict | None = Non
         "table": metrics_table(test_metrics),
         "subsets": subsets_section(test_metrics),
         "findings": findings_section(card["name"], findings_card),
+        "tried": tried,
         "limits": LIMITS,
     }
     return CARD_TEMPLATE.format(**fields)
@@ -188,7 +191,9 @@ def write_cards(data_dir: Path, split_file: Path = DEFAULT_SPLIT, weights_dir: P
         card = read_card(name, weights_dir)
         card["test"] = test_metrics
         (weights_dir / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        (weights_dir / name / "card.md").write_text(render_card(card, test_metrics, findings_card))
+        (weights_dir / name / "card.md").write_text(
+            render_card(card, test_metrics, findings_card, tried_section(name, weights_dir))
+        )
     (weights_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
