@@ -217,7 +217,7 @@ def test_sr_endpoint_serves_a_valid_report_of_the_predictions(
     assert evidence.ReferencedSOPInstanceUID == row["dicom"]["sop_instance_uid"]
     if shutil.which("dsrdump") is None:
         skip_or_fail("dcmtk's dsrdump is not installed (apt-get install dcmtk)")
-    dumped = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
+    dumped = subprocess.run(["dsrdump", "+Pl", str(path)], capture_output=True, text=True, timeout=60)
     assert dumped.returncode == 0 and dumped.stderr == "", dumped.stderr
     for model in MODELS:
         prediction = row["predictions"][model]
