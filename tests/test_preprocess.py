@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +10,16 @@ import pytest
 from PIL import Image
 
 from models.preprocess import ImageDecodeError, decode_image, preprocess
+from tests.conftest import SHARED_DATA, skip_or_fail
 
 MINI = Path(__file__).parent / "data" / "nih-mini" / "images"
-ORIGINALS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
-SUBSET = ORIGINALS.parent / "nih-cxr14-subset" / "images"
+ORIGINALS = SHARED_DATA / "originals"
+SUBSET = SHARED_DATA / "nih-cxr14-subset" / "images"
 
 
 def needs_shared_data() -> None:
     if not ORIGINALS.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{ORIGINALS} is missing under CI=true")
-        pytest.skip(f"{ORIGINALS} not found (the shared NIH data sits beside the repo)")
+        skip_or_fail(f"{ORIGINALS} not found (the shared NIH data sits beside the repo)")
 
 
 @pytest.fixture(scope="module")
