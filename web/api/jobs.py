@@ -10,7 +10,7 @@ from flask import abort, current_app, g, jsonify, request, url_for
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
-from ingest import Incoming, QueueUnavailable, clean_text, discard_stored, queue_pending
+from ingest import Incoming, QueueUnavailable, clean_text, discarded_unless_committed, queue_pending
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import add_files_or_507, error_response
@@ -75,13 +75,9 @@ def _store(job: Job, files: list[Incoming], body: dict, status: int, location: s
     """
     db, settings = get_db(), get_settings()
     images = add_files_or_507(db, job.id, files, settings)
-    try:
+    with discarded_unless_committed(db, images, settings.upload_dir):
         refresh_job(db, job.id)
         commit_once(db, job.to_dict() | body, status, location, _stored_paths(images))
-    except Exception:
-        db.rollback()
-        discard_stored(images, settings.upload_dir)
-        raise
 
 
 def _default_name(files: list[Incoming]) -> str:

@@ -20,7 +20,7 @@ from db.models import Image, ImageStatus
 from ingest import (
     Incoming,
     QueueUnavailable,
-    discard_stored,
+    discarded_unless_committed,
     instance_identity,
     instance_path,
     queue_pending,
@@ -68,15 +68,11 @@ def _store(files: list[Incoming], name: str) -> tuple[int, list[Image]]:
     db, settings = get_db(), get_settings()
     job = create_job(db, g.user, name, is_open=False)
     images = add_files_or_507(db, job.id, files, settings)
-    try:
+    with discarded_unless_committed(db, images, settings.upload_dir):
         sync_stored(images, settings.upload_dir)
         refresh_job(db, job.id)
         audit("job.create", job.id, files=len(images))
         db.commit()
-    except Exception:
-        db.rollback()
-        discard_stored(images, settings.upload_dir)
-        raise
     try:
         queue_pending(db, celery_client(), job.id, settings.batch_size, full_batches_only=False)
     except QueueUnavailable as error:  # stored and committed; the recovery sweep sends them
