@@ -9,7 +9,7 @@ from sqlalchemy import DateTime, Float, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db.labels import JobLabel
-from db.models import Base, Image, utcnow
+from db.models import Base, Image, outputs_by_image, utcnow
 
 
 class FindingPrediction(Base):
@@ -33,19 +33,7 @@ class FindingPrediction(Base):
 
 def findings_for(session: Session, image_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """Every finding of these images in one query, as {image_id: {finding: {...}}}, findings by name."""
-    found: dict[int, dict[str, dict[str, Any]]] = {}
-    if not image_ids:
-        return found
-    query = select(FindingPrediction).where(FindingPrediction.image_id.in_(image_ids))
-    for row in session.scalars(query.order_by(FindingPrediction.image_id, FindingPrediction.finding)):
-        found.setdefault(row.image_id, {})[row.finding] = {
-            "probability": row.probability,
-            "label": row.label,
-            "threshold": row.threshold,
-            "prevalence": row.prevalence,
-            "model_version": row.model_version,
-        }
-    return found
+    return outputs_by_image(session, FindingPrediction.finding, image_ids)
 
 
 def job_finding_names(session: Session, job_id: int) -> list[str]:

@@ -18,9 +18,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
     true,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, Session, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -212,6 +213,27 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")
+
+
+def outputs_by_image(
+    session: Session, key: InstrumentedAttribute[str], image_ids: list[int]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """A per-image output table's rows for these images in one query, as {image_id: {key: {...}}} keyed by
+    `key` (Prediction.model_name, FindingPrediction.finding) in its order."""
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    if not image_ids:
+        return found
+    table = key.class_
+    query = select(table).where(table.image_id.in_(image_ids)).order_by(table.image_id, key)
+    for row in session.scalars(query):
+        found.setdefault(row.image_id, {})[getattr(row, key.key)] = {
+            "probability": row.probability,
+            "label": row.label,
+            "threshold": row.threshold,
+            "prevalence": row.prevalence,
+            "model_version": row.model_version,
+        }
+    return found
 
 
 class IdempotencyKey(Base):

@@ -7,7 +7,15 @@ job's pending images to the workers. Imports `db`, `broker` and `models` (never 
 """
 
 from ingest.durable import sync_stored
-from ingest.files import Incoming, StorageFull, add_files, clean_relative_path, clean_text, discard_stored
+from ingest.files import (
+    Incoming,
+    StorageFull,
+    add_files,
+    clean_relative_path,
+    clean_text,
+    discard_stored,
+    discarded_unless_committed,
+)
 from ingest.instances import held_instance, instance_identity, instance_path
 from ingest.queueing import QueueUnavailable, queue_pending
 
@@ -19,6 +27,7 @@ __all__ = [
     "clean_relative_path",
     "clean_text",
     "discard_stored",
+    "discarded_unless_committed",
     "held_instance",
     "instance_identity",
     "instance_path",

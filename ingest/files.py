@@ -10,6 +10,8 @@ import logging
 import os
 import unicodedata
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -160,11 +162,23 @@ def discard_stored(images: list[Image], upload_dir: Path) -> None:
             (upload_dir / image.stored_name).unlink(missing_ok=True)
 
 
+@contextmanager
+def discarded_unless_committed(session: Session, images: list[Image], upload_dir: Path) -> Iterator[None]:
+    """Around the caller's commit of `images`' rows: if anything in the block fails, roll back and delete their
+    stored files (`discard_stored`), then re-raise."""
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        discard_stored(images, upload_dir)
+        raise
+
+
 def add_files(session: Session, job_id: int, files: list[Incoming], settings: Settings) -> list[Image]:
     """Add one image row per file to the session (flushed, not committed); the caller refreshes the job.
 
     If anything fails, the files already stored for this call are deleted again; a full disk raises StorageFull.
-    If the caller's commit fails later, it must call `discard_stored` on the returned images.
+    The caller commits inside `discarded_unless_committed`, which deletes them again if that commit fails.
     """
     settings.upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     max_bytes = settings.max_file_mb * 2**20

@@ -27,7 +27,7 @@ from ingest import (
     Incoming,
     QueueUnavailable,
     add_files,
-    discard_stored,
+    discarded_unless_committed,
     held_instance,
     queue_pending,
     sync_stored,
@@ -56,14 +56,10 @@ def _store(session: Session, settings: Settings, job_id: int, path: str, data: b
     if held is not None:
         return Outcome(SUCCESS, image_id=held, duplicate=True)
     images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data))], settings)
-    try:
+    with discarded_unless_committed(session, images, settings.upload_dir):
         sync_stored(images, settings.upload_dir)
         refresh_job(session, job_id)
         session.commit()
-    except BaseException:
-        session.rollback()
-        discard_stored(images, settings.upload_dir)
-        raise
     if not images:  # ingest keeps no row for a DICOMDIR: an index of files, not an image
         return Outcome(CANNOT_UNDERSTAND, "not an image (a DICOMDIR)")
     image = images[0]

@@ -13,7 +13,7 @@ from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.findings import findings_for
-from db.models import Image, ImageStatus, Prediction
+from db.models import Image, ImageStatus, Prediction, outputs_by_image
 from web.query_args import PageArgs, choice, enum_choice, flag
 
 MODELS = ("cnn", "unet", "ensemble")
@@ -117,18 +117,7 @@ def _ordered(query: Select, flt: ResultFilter) -> Select:
 
 def predictions_for(session: Session, image_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """Every prediction of these images in one query, as {image_id: {model_name: {...}}}."""
-    found: dict[int, dict[str, dict[str, Any]]] = {}
-    if not image_ids:
-        return found
-    for prediction in session.scalars(select(Prediction).where(Prediction.image_id.in_(image_ids))):
-        found.setdefault(prediction.image_id, {})[prediction.model_name] = {
-            "probability": prediction.probability,
-            "label": prediction.label,
-            "threshold": prediction.threshold,
-            "prevalence": prediction.prevalence,
-            "model_version": prediction.model_version,
-        }
-    return found
+    return outputs_by_image(session, Prediction.model_name, image_ids)
 
 
 def dicom_to_dict(image: Image) -> dict[str, Any] | None:

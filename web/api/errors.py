@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
+
+from ingest import Incoming, StorageFull, add_files
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from db.models import Image
+    from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +26,17 @@ class InsufficientStorage(HTTPException):
 
     code = 507
     description = "the server has no space left to store this request"
+
+
+def add_files_or_507(db: Session, job_id: int, files: list[Incoming], settings: Settings) -> list[Image]:
+    """`ingest.add_files`, with a full disk rolled back and answered 507 (nothing of the request is kept)."""
+    try:
+        return add_files(db, job_id, files, settings)
+    except StorageFull as error:
+        db.rollback()
+        raise InsufficientStorage(
+            f"{error.strerror}: nothing from this request was kept; try again later (an administrator must free space)"
+        ) from None
 
 
 def error_response(status: int, message: str | None = None) -> Response:

@@ -7,28 +7,18 @@ import io
 import logging
 
 import numpy as np
-from flask import Response, abort, g, request
+from flask import Response, abort, request
 from PIL import Image as PILImage
-from sqlalchemy import select
 
-from db.jobs import visible_jobs
-from db.models import Image, ImageStatus, Job
+from db.models import ImageStatus
 from models.dicom import REDUCING_GAP, DicomError, decode_dicom, looks_like_dicom
 from models.gradcam import HEADS
 from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, decode_image, to_gray
+from web.access import visible_image_or_404
 from web.api import bp
-from web.extensions import get_db, get_settings
+from web.extensions import get_settings
 
 logger = logging.getLogger(__name__)
-
-
-def visible_image_or_404(image_id: int) -> Image:
-    """The image if its job belongs to the caller (or the caller is an admin); otherwise 404."""
-    query = visible_jobs(select(Image).join(Job, Job.id == Image.job_id).where(Image.id == image_id), g.user)
-    image = get_db().scalar(query)
-    if image is None:
-        abort(404, f"image {image_id} not found among your jobs")
-    return image
 
 
 def render_png(data: bytes) -> bytes:

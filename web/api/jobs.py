@@ -10,10 +10,10 @@ from flask import abort, current_app, g, jsonify, request, url_for
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
-from ingest import Incoming, QueueUnavailable, StorageFull, add_files, clean_text, discard_stored, queue_pending
+from ingest import Incoming, QueueUnavailable, clean_text, discarded_unless_committed, queue_pending
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
-from web.api.errors import InsufficientStorage, error_response
+from web.api.errors import add_files_or_507, error_response
 from web.api.idempotency import commit_once, idempotent
 from web.extensions import celery_client, get_db, get_settings
 from web.notifications import register_webhook
@@ -74,20 +74,10 @@ def _store(job: Job, files: list[Incoming], body: dict, status: int, location: s
     On any failure no file of this request is left behind; a full disk is a 507.
     """
     db, settings = get_db(), get_settings()
-    try:
-        images = add_files(db, job.id, files, settings)
-    except StorageFull as error:
-        db.rollback()
-        raise InsufficientStorage(
-            f"{error.strerror}: nothing from this request was kept; try again later (an administrator must free space)"
-        ) from None
-    try:
+    images = add_files_or_507(db, job.id, files, settings)
+    with discarded_unless_committed(db, images, settings.upload_dir):
         refresh_job(db, job.id)
         commit_once(db, job.to_dict() | body, status, location, _stored_paths(images))
-    except Exception:
-        db.rollback()
-        discard_stored(images, settings.upload_dir)
-        raise
 
 
 def _default_name(files: list[Incoming]) -> str:

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from db.models import ImageStatus, Prediction
 from dicomio.sr import ModelResult, build_sr, sr_bytes
+from web.access import visible_image_or_404
 from web.api import bp
-from web.api.images import visible_image_or_404
 from web.extensions import get_db, get_settings
 
 logger = logging.getLogger(__name__)

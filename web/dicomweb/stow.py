@@ -20,15 +20,13 @@ from db.models import Image, ImageStatus
 from ingest import (
     Incoming,
     QueueUnavailable,
-    StorageFull,
-    add_files,
-    discard_stored,
+    discarded_unless_committed,
     instance_identity,
     instance_path,
     queue_pending,
     sync_stored,
 )
-from web.api.errors import InsufficientStorage
+from web.api.errors import add_files_or_507
 from web.audit import audit
 from web.dicomweb import bp
 from web.dicomweb.multipart import MultipartError, Part, split_parts
@@ -69,20 +67,12 @@ def _referenced(sop_class: str, sop_instance: str, failure: int | None = None) -
 def _store(files: list[Incoming], name: str) -> tuple[int, list[Image]]:
     db, settings = get_db(), get_settings()
     job = create_job(db, g.user, name, is_open=False)
-    try:
-        images = add_files(db, job.id, files, settings)
-    except StorageFull as error:
-        db.rollback()
-        raise InsufficientStorage(f"{error.strerror}: nothing from this request was kept; try again later") from None
-    try:
+    images = add_files_or_507(db, job.id, files, settings)
+    with discarded_unless_committed(db, images, settings.upload_dir):
         sync_stored(images, settings.upload_dir)
         refresh_job(db, job.id)
         audit("job.create", job.id, files=len(images))
         db.commit()
-    except Exception:
-        db.rollback()
-        discard_stored(images, settings.upload_dir)
-        raise
     try:
         queue_pending(db, celery_client(), job.id, settings.batch_size, full_batches_only=False)
     except QueueUnavailable as error:  # stored and committed; the recovery sweep sends them
