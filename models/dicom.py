@@ -20,6 +20,8 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,18 @@ READ_ERRORS = (
     RuntimeError,
     OverflowError,
 )
+
+
+@contextmanager
+def _corrupt(what: str) -> Iterator[None]:
+    """Turn a pydicom or decoder failure (READ_ERRORS) into DicomError("corrupt", "<what>: <error>"); a
+    DicomError passes as it is."""
+    try:
+        yield
+    except DicomError:
+        raise
+    except READ_ERRORS as error:
+        raise DicomError("corrupt", f"{what}: {error}") from None
 
 
 @dataclass
@@ -121,39 +135,28 @@ def read_dicom(source: bytes | str | Path) -> Dataset:
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if not looks_like_dicom(data):
         raise DicomError("not-dicom", "not a DICOM file: no DICM prefix and no DICOM data set at the start")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
-            if any("End of file reached" in str(warning.message) for warning in caught):
-                raise DicomError("truncated", "truncated DICOM file: the pixel data ends before its end marker")
-            _check_not_truncated(ds)
-            for _ in ds.iterall():  # parse every element now, so a damaged one fails here and not in later use
-                pass
-    except DicomError:
-        raise
-    except READ_ERRORS as error:
-        raise DicomError("corrupt", f"corrupt or truncated DICOM file: {error}") from None
+    with _corrupt("corrupt or truncated DICOM file"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        if any("End of file reached" in str(warning.message) for warning in caught):
+            raise DicomError("truncated", "truncated DICOM file: the pixel data ends before its end marker")
+        _check_not_truncated(ds)
+        for _ in ds.iterall():  # parse every element now, so a damaged one fails here and not in later use
+            pass
     return _checked(ds)
 
 
 def _checked(ds: Dataset) -> Dataset:
-    try:
+    with _corrupt("corrupt DICOM file"):
         _fill_transfer_syntax(ds)
         check_is_image(ds)
-    except DicomError:
-        raise
-    except READ_ERRORS as error:
-        raise DicomError("corrupt", f"corrupt DICOM file: {error}") from None
     return ds
 
 
 def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
     """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
-    try:
+    with _corrupt("unreadable DICOMDIR"):
         return [Path(instance.path) for instance in FileSet(pydicom.dcmread(dicomdir))]
-    except READ_ERRORS as error:
-        raise DicomError("corrupt", f"unreadable DICOMDIR: {error}") from None
 
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
@@ -165,12 +168,8 @@ def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
         raise DicomError("unsupported", f"no decoder for transfer syntax {UID(syntax).name} ({syntax})") from None
     if not decoder.is_available:
         raise DicomError("unsupported", f"the decoder for {UID(syntax).name} is not installed")
-    try:
+    with _corrupt(f"cannot decode the {UID(syntax).name} pixel data"):
         return decoder.as_array(ds, index=0, as_rgb=True)
-    except DicomError:
-        raise
-    except READ_ERRORS as error:
-        raise DicomError("corrupt", f"cannot decode the {UID(syntax).name} pixel data: {error}") from None
 
 
 def _to_gray8(ds: Dataset, pixels: np.ndarray, meta: dict, notes: list[str]) -> np.ndarray:
@@ -199,12 +198,8 @@ def decode_dicom(source: bytes | str | Path | Dataset, target_size: int | None =
     a full-resolution image to float; JPEG 2000 is decoded at the reduced resolution directly where it can.
     """
     ds = _checked(source) if isinstance(source, Dataset) else read_dicom(source)
-    try:
+    with _corrupt("corrupt DICOM file"):  # a damaged element is only parsed when it is first used
         return _decode_checked(ds, target_size)
-    except DicomError:
-        raise
-    except READ_ERRORS as error:  # a damaged element is only parsed when it is first used
-        raise DicomError("corrupt", f"corrupt DICOM file: {error}") from None
 
 
 def _decode_checked(ds: Dataset, target_size: int | None) -> DicomImage:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.prevalence import PriorShift, card_prevalence
+from models.prevalence import PriorShift, card_prevalence, shifted
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FINDINGS_FOLDER = "findings"
@@ -100,15 +100,7 @@ class FindingHeads:
 
 
 def _finding(probability: float, threshold: float, shift: PriorShift | None) -> dict:
-    label = PRESENT if probability >= threshold else ABSENT
-    if shift is None:
-        return {"probability": float(probability), "label": label, "threshold": threshold, "prevalence": None}
-    return {
-        "probability": float(shift(probability)),
-        "label": label,
-        "threshold": float(shift(threshold)),
-        "prevalence": shift.target,
-    }
+    return shifted(probability, PRESENT if probability >= threshold else ABSENT, threshold, shift)
 
 
 def _validation_rates(card: dict, weights_dir: Path) -> dict:

@@ -108,15 +108,6 @@ def combine(levels: list[np.ndarray], side: int) -> np.ndarray:
     return np.sum([upsample(level, side) for level in levels], axis=0)
 
 
-def crop_to_image(square: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Cut the square padding off again (preprocess centres the image in it): the map gets the image's shape."""
-    side = square.shape[0]
-    rows = max(1, round(side * height / max(width, height)))
-    cols = max(1, round(side * width / max(width, height)))
-    top, left = (side - rows) // 2, (side - cols) // 2
-    return square[top : top + rows, left : left + cols]
-
-
 def normalise(heat: np.ndarray) -> np.ndarray:
     """0..255 as uint8, the peak at 255 (all zero where the model found nothing pointing to disease)."""
     peak = float(heat.max(initial=0.0))

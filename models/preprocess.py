@@ -185,6 +185,16 @@ def pad_to_square(gray: np.ndarray) -> np.ndarray:
     return square
 
 
+def crop_padding(square: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Cut `pad_to_square`'s padding off a (resized) square again, for an image of `width` x `height`: what is
+    left has the image's aspect ratio (thumbnails, heat maps)."""
+    side = square.shape[0]
+    rows = max(1, round(side * height / max(width, height)))
+    cols = max(1, round(side * width / max(width, height)))
+    top, left = (side - rows) // 2, (side - cols) // 2
+    return square[top : top + rows, left : left + cols]
+
+
 def preprocess(image: Image.Image, size: int = 128, channels: int = 1) -> np.ndarray:
     """Model input of shape (size, size, channels), float32 in [0, 1], from any decoded image."""
     square = pad_to_square(to_gray(image))

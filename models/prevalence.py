@@ -53,3 +53,17 @@ class PriorShift:
             return p
         shifted_odds = p * self.odds_ratio
         return shifted_odds / (shifted_odds + (1 - p))
+
+
+def shifted(probability: float, label: str, threshold: float, shift: PriorShift | None) -> dict:
+    """{"probability", "label", "threshold", "prevalence"} at the shift's target prevalence; the label was decided
+    before the shift, which moves probability and threshold alike and so cannot change it. With no shift (the
+    trained prevalence unknown), the values as they are and "prevalence" None."""
+    if shift is None:
+        return {"probability": float(probability), "label": label, "threshold": float(threshold), "prevalence": None}
+    return {
+        "probability": float(shift(probability)),
+        "label": label,
+        "threshold": float(shift(threshold)),
+        "prevalence": shift.target,
+    }

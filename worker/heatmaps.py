@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from models import gradcam
+from models.preprocess import crop_padding
 from models.registry import LoadedModel
 from settings import Settings
 from worker.reading import Decoded, decode_pool
@@ -56,7 +57,7 @@ def picture(heat: np.ndarray) -> PILImage.Image:
 
 def render(square: np.ndarray, width: int, height: int) -> PILImage.Image:
     """The picture of one Grad-CAM square for an image of `width` x `height` pixels."""
-    return picture(gradcam.normalise(gradcam.crop_to_image(square, width, height)))
+    return picture(gradcam.normalise(crop_padding(square, width, height)))
 
 
 def _write(square: np.ndarray, found: Decoded, path: Path) -> bool:

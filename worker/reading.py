@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 
 from db.models import Image
 from models.dicom import DicomError, decode_dicom, looks_like_dicom
-from models.preprocess import ImageDecodeError, decode_image, preprocess
+from models.preprocess import ImageDecodeError, crop_padding, decode_image, preprocess
 from models.registry import LoadedModel
 from settings import Settings
 from worker import metrics
@@ -92,11 +92,7 @@ def decode_pool(settings: Settings) -> ThreadPoolExecutor:
 def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage.Image:
     """An 8-bit gray picture at most THUMBNAIL_PX on a side from a model input plane (the image padded to a
     square and resized): the padding is cut off again, so the thumbnail keeps the upload's aspect ratio."""
-    side = plane.shape[0]
-    rows = max(1, round(side * height / max(width, height)))
-    cols = max(1, round(side * width / max(width, height)))
-    top, left = (side - rows) // 2, (side - cols) // 2
-    gray = np.clip(np.rint(plane[top : top + rows, left : left + cols] * 255.0), 0, 255).astype(np.uint8)
+    gray = np.clip(np.rint(crop_padding(plane, width, height) * 255.0), 0, 255).astype(np.uint8)
     picture = PILImage.fromarray(gray, mode="L")
     if max(picture.size) > THUMBNAIL_PX:
         picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), PILImage.Resampling.BILINEAR)

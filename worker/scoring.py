@@ -15,7 +15,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
 from models.findings import FindingHeads
-from models.prevalence import PriorShift
+from models.prevalence import PriorShift, shifted
 from models.registry import FEATURES_OUTPUT, Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
@@ -81,16 +81,12 @@ def _probabilities(model: LoadedModel, ids: list[int], outputs: dict[str, np.nda
 def _row(
     image_id: int, name: str, version: str, probability: float, label: str, threshold: float, shift: PriorShift
 ) -> dict:
-    """A prediction row at the shift's target prevalence; the label was decided before the shift, which moves
-    probability and threshold alike and so cannot change it."""
+    """A prediction row at the shift's target prevalence (`shifted`)."""
     return {
         "image_id": image_id,
         "model_name": name,
         "model_version": version,
-        "probability": float(shift(probability)),
-        "label": label,
-        "threshold": float(shift(threshold)),
-        "prevalence": shift.target,
+        **shifted(probability, label, threshold, shift),
     }
 
 
