@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 LOCK_KEY = "radbatch:sweep-lock"
 
 # A pool process forked while this thread is inside SQLite, libpq or a producer pool can inherit one of their
-# locks held, and hang on its first query. So while the sweep works with the database and sends, the worker's
-# main process does not fork (start_recovery registers this lock with os.register_at_fork).
+# locks held, and hang on its first query. So while the sweep and its housekeeping work with the database and
+# send, the worker's main process does not fork (start_recovery registers this lock with os.register_at_fork).
 _NO_FORK = threading.Lock()
 
 
@@ -131,7 +131,8 @@ def start_recovery(settings: Settings, app: Celery) -> threading.Thread:
             time.sleep(settings.sweep_interval)
             try:
                 sweep_once(settings, app, client)
-                housekeeping(settings, app, client)
+                with _NO_FORK:  # housekeeping uses the database and sends tasks too
+                    housekeeping(settings, app, client)
             except (redis.RedisError, BrokerUnavailable, SQLAlchemyError, OSError) as error:
                 log.warning("recovery sweep skipped: %s", error)
             except Exception:  # noqa: BLE001 - the sweeper must outlive any one bad sweep
