@@ -131,7 +131,10 @@ class LoadedModel:
         output), from one forward pass."""
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32), None
-        outputs = self.runner(batch)
+        return self.disease_and_features(self.runner(batch))
+
+    def disease_and_features(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities of disease and the pooled features (or None) from `predict_all`'s outputs."""
         return self.calibration(self.raw_probabilities(outputs)), outputs.get(FEATURES_OUTPUT)
 
     def heatmaps(self, outputs: dict[str, np.ndarray]) -> np.ndarray:

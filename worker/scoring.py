@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from models.findings import FindingHeads
 from models.prevalence import PriorShift, shifted
-from models.registry import FEATURES_OUTPUT, Ensemble, LoadedModel
+from models.registry import Ensemble, LoadedModel
 from worker import metrics
 from worker.reading import Decoded
 
@@ -72,8 +72,7 @@ def _probabilities(model: LoadedModel, ids: list[int], outputs: dict[str, np.nda
     """(calibrated probability, pooled features or None) by image id."""
     if not ids:
         return {}
-    probabilities = model.calibration(model.raw_probabilities(outputs))
-    features = outputs.get(FEATURES_OUTPUT)
+    probabilities, features = model.disease_and_features(outputs)
     features = [None] * len(ids) if features is None else features
     return {i: (float(p), f) for i, p, f in zip(ids, probabilities, features)}
 
