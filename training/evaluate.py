@@ -90,6 +90,15 @@ def evaluate_records(
     return results, probabilities, labels, records
 
 
+def parse_model_names(parser: argparse.ArgumentParser, value: str) -> list[str]:
+    """The comma-separated `--models` value as a list; a parser error for any name not in MODEL_NAMES."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="NIH-layout folder (images/ + Data_Entry_2017.csv)")
@@ -106,10 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 
         args.split_file = DEFAULT_SPLIT
     logging.basicConfig(level=logging.WARNING)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    names = parse_model_names(parser, args.models)
     results, probabilities, labels, records = evaluate_records(
         args.data, names, args.split_file, args.subset, args.weights
     )

@@ -27,10 +27,11 @@ from sklearn.metrics import roc_auc_score
 from models.calibration import PlattScaling, youden_threshold
 from models.findings import FINDINGS_FOLDER
 from models.metrics import bootstrap_auc_ci
-from models.registry import ENSEMBLE_MEMBERS, FEATURES_OUTPUT, WEIGHTS_DIR, load_model, read_card
-from training.data import Record, load_arrays, load_or_create_split, load_records
+from models.registry import ENSEMBLE_MEMBERS, FEATURES_OUTPUT, WEIGHTS_DIR, read_card
+from training.data import Record, load_or_create_split, load_records
 from training.findings_card import render_findings_card
-from training.train import CACHE_DIR, DEFAULT_SPLIT
+from training.source_probe import model_features
+from training.train import DEFAULT_SPLIT
 
 log = logging.getLogger("training.findings")
 
@@ -52,13 +53,7 @@ def finding_counts(records: list[Record]) -> dict[str, int]:
 
 def extract_features(data_dir: Path, records: list[Record], weights_dir: Path) -> dict[str, np.ndarray]:
     """Each ensemble member's pooled features for `records`, on the reference (Keras) runtime."""
-    features = {}
-    for name in ENSEMBLE_MEMBERS:
-        model = load_model(name, weights_dir)
-        x, _ = load_arrays(data_dir, records, model.input_size, model.channels, CACHE_DIR)
-        chunks = [model.predict_all(x[i : i + 64])[FEATURES_OUTPUT] for i in range(0, len(x), 64)]
-        features[name] = np.concatenate(chunks).astype(np.float64)
-    return features
+    return {name: model_features(data_dir, records, name, weights_dir)[name] for name in ENSEMBLE_MEMBERS}
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:

@@ -29,8 +29,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from models.registry import FEATURES_OUTPUT, MODEL_NAMES, WEIGHTS_DIR, load_model
+from models.registry import FEATURES_OUTPUT, WEIGHTS_DIR, load_model
 from training.data import Record, load_arrays, load_or_create_split, load_records
+from training.evaluate import parse_model_names
 from training.train import CACHE_DIR, DEFAULT_SPLIT
 
 log = logging.getLogger("training.source_probe")
@@ -182,10 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-source-images", type=int, default=MIN_SOURCE_IMAGES)
     parser.add_argument("--output", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    names = parse_model_names(parser, args.models)
     if not (args.data / "sources.csv").exists():
         parser.error(f"{args.data / 'sources.csv'} not found: the probe needs each image's source")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

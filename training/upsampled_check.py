@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.registry import WEIGHTS_DIR
 from training.evaluate import evaluate_records
-from training.subsets import ALL, NATIVE
+from training.subsets import ALL, NATIVE, subset_masks
 from training.train import DEFAULT_SPLIT
 
 DECIDING_SUBSET = NATIVE
@@ -55,9 +55,10 @@ def compare(data_dir: Path, model: str, baseline_dir: Path, candidate_dir: Path,
     for role, weights_dir in (("baseline", baseline_dir), ("candidate", candidate_dir)):
         results, probabilities, labels, records = evaluate_records(data_dir, [model], split_file, split, weights_dir)
         runs[role] = (results[model]["subsets"], probabilities[model])
-    masks = {ALL: np.ones(len(records), bool), NATIVE: np.array([not r.upsampled for r in records])}
+    masks = subset_masks(records)
     compared = {}
-    for subset, mask in masks.items():
+    for subset in (ALL, NATIVE):
+        mask = masks[subset]
         entry = {"n": int(mask.sum()), "disease": int(labels[mask].sum())}
         for role, (subsets, _) in runs.items():
             entry[role] = {"auc": subsets[subset]["auc"], "auc_ci95": subsets[subset]["auc_ci95"]}
