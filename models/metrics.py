@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -13,17 +15,26 @@ from sklearn.metrics import (
 )
 
 
-def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
+def bootstrap_ci(
+    labels: np.ndarray, statistic: Callable[[np.ndarray], float], rounds: int = 1000, seed: int = 0
+) -> list[float] | None:
+    """95% percentile CI of `statistic(indices)` over resamples of the images that hold both classes; None when
+    none does."""
     rng = np.random.default_rng(seed)
-    aucs = []
+    values = []
     for _ in range(rounds):
         idx = rng.integers(0, len(labels), len(labels))
         if labels[idx].min() != labels[idx].max():
-            aucs.append(roc_auc_score(labels[idx], scores[idx]))
-    if not aucs:
-        return [float("nan"), float("nan")]
-    low, high = np.percentile(aucs, [2.5, 97.5])
+            values.append(statistic(idx))
+    if not values:
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
     return [float(low), float(high)]
+
+
+def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
+    ci = bootstrap_ci(labels, lambda idx: roc_auc_score(labels[idx], scores[idx]), rounds, seed)
+    return ci or [float("nan"), float("nan")]
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:

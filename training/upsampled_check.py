@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from models.metrics import bootstrap_ci
 from models.registry import WEIGHTS_DIR
 from training.evaluate import evaluate_records
 from training.subsets import ALL, NATIVE, subset_masks
@@ -36,16 +37,11 @@ def paired_auc_difference_ci(
 ) -> list[float] | None:
     """95% percentile CI of AUC(candidate) - AUC(baseline), resampling images (the same ones for both); None
     when no resample holds both classes."""
-    rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(labels), len(labels))
-        if labels[idx].min() != labels[idx].max():
-            differences.append(roc_auc_score(labels[idx], candidate[idx]) - roc_auc_score(labels[idx], baseline[idx]))
-    if not differences:
-        return None
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return [float(low), float(high)]
+
+    def difference(idx: np.ndarray) -> float:
+        return roc_auc_score(labels[idx], candidate[idx]) - roc_auc_score(labels[idx], baseline[idx])
+
+    return bootstrap_ci(labels, difference, rounds, seed)
 
 
 def compare(data_dir: Path, model: str, baseline_dir: Path, candidate_dir: Path, split: str, split_file: Path) -> dict:
