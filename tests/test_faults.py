@@ -29,7 +29,7 @@ from broker.inflight import UNACKED_KEY
 from db.models import Image, ImageStatus
 from db.session import session_scope
 from tests import services
-from tests.conftest import skip_or_fail
+from tests.conftest import PIPELINE_ORIGINALS, skip_or_fail
 from tests.fault_stack import (
     BATCH_SIZE,
     MAX_ATTEMPTS,
@@ -102,11 +102,17 @@ def test_a_batch_past_its_soft_time_limit_is_retried_image_by_image_not_acknowle
     sqlite_stack: FaultStack,
 ) -> None:
     stack = sqlite_stack
-    files = pipeline_files(2 * BATCH_SIZE, "overrun")
+    # Full-size originals make the first batch take a while (decoding 16 of them), so the signal finds it running.
+    originals = sorted(PIPELINE_ORIGINALS.glob("*.png"))
+    slow = [(f"overrun/{i:03d}-{originals[i % 2].name}", originals[i % 2].read_bytes()) for i in range(BATCH_SIZE)]
+    files = slow + pipeline_files(BATCH_SIZE, "overrun-small")
     job_id = upload_job(stack, files, "overrun")
     with session_scope(stack.sessions) as session:
         ids = list(session.scalars(select(Image.id).where(Image.job_id == job_id).order_by(Image.id)))
-    services.wait_for((stack.home / "thumbnails" / f"{ids[4]}.png").exists, 240, "the first batch to start")
+    first_thumbnail, deadline = stack.home / "thumbnails" / f"{ids[0]}.png", time.monotonic() + 240
+    while not first_thumbnail.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert first_thumbnail.exists(), "the first batch never started"
     os.kill(services.pool_children(stack.worker.pid)[0], signal.SIGUSR1)  # how the pool signals a soft time limit
     wait_finished(stack, job_id, 240)
     assert_nothing_lost_or_doubled(stack, job_id, [path for path, _ in files])
