@@ -35,7 +35,7 @@ import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 
-from models.dicom import decode_dicom, read_dicom
+from dicomio.read import decode_dicom, read_dicom
 from models.preprocess import preprocess
 from tests.dicom_corpus import image_dataset, large_dataset, run_dcmtk
 

@@ -14,26 +14,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.dicom import looks_like_dicom
+from dicomio.read import looks_like_dicom
+from formats import read_upload
 from models.preprocess import preprocess
 from models.registry import LoadedModel
 from worker.heatmaps import render
-from worker.reading import decode_upload
 from worker.reading import write_thumbnail as write_png
 
 Decoder = Callable[[bytes], Image.Image]
 
 
 def choose_decoder(sample: Path, target_size: int) -> tuple[Decoder, str]:
-    """The worker's own decoder (`worker.reading.decode_upload`): DICOM by content through `decode_dicom`,
+    """The worker's own decoder (`formats.read_upload`): DICOM by content through `decode_dicom`,
     reduced towards `target_size` (the largest model input) as the worker does, other formats by Pillow."""
-    decode_upload(sample.read_bytes(), target_size)  # a file the worker cannot read fails here, before timing
-    decoder = "models.dicom.decode_dicom" if looks_like_dicom(sample.read_bytes()) else "models.preprocess.decode_image"
+    read_upload(sample.read_bytes(), target_size)  # a file the worker cannot read fails here, before timing
+    decoder = "dicomio.read.decode_dicom" if looks_like_dicom(sample.read_bytes()) else "models.preprocess.decode_image"
     return functools.partial(_decoded_picture, target_size=target_size), decoder
 
 
 def _decoded_picture(data: bytes, target_size: int) -> Image.Image:
-    return decode_upload(data, target_size).image
+    return read_upload(data, target_size).image
 
 
 def _specs(models: dict[str, LoadedModel]) -> set[tuple[int, int]]:

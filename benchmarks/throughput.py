@@ -12,7 +12,7 @@ For each corpus (benchmarks/corpus.py: 128-px PNGs, full-resolution PNGs, or DIC
    (RADBATCH_RUNTIME) and eager Keras, each with the worker's thread pool, batch by batch; and the cost of heat
    maps: each batch on the compiled runtime without and with Grad-CAM drawn and written, alternating.
 Prints the ratios, all measured in this one run. The raw path decodes with the worker's own decoder
-(`worker.reading.decode_upload`: DICOM through `models.dicom.decode_dicom`), so the ratio compares like with like.
+(`formats.read_upload`: DICOM through `dicomio.read.decode_dicom`), so the ratio compares like with like.
 """
 
 from __future__ import annotations

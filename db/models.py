@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -171,7 +172,7 @@ class Image(Base):
     queued_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))  # when its last message was sent
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # deliveries that started work on it
     notes: Mapped[Optional[str]] = mapped_column(Text)  # "; "-separated warnings on a predicted image (lateral view...)
-    # DICOM uploads only (ingest/dicom.py), as the stored (de-identified unless RADBATCH_DEIDENTIFY=false) file says.
+    # DICOM uploads only (dicomio/prepare.py), as the stored (de-identified unless RADBATCH_DEIDENTIFY=false) file says.
     study_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
     series_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
     sop_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
@@ -189,6 +190,25 @@ class Image(Base):
 
     job: Mapped[Job] = relationship(back_populates="images")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="image", cascade="all, delete-orphan")
+
+    def set_columns(self, values: Mapping[str, Any]) -> None:
+        """Set columns by name; a string longer than its column (a malformed file) is cut rather than failing."""
+        for name, value in values.items():
+            length = getattr(Image.__table__.c[name].type, "length", None)
+            setattr(self, name, value[:length] if length and isinstance(value, str) else value)
+
+
+NOTE_SEPARATOR = "; "
+
+
+def join_notes(notes: Iterable[str]) -> str | None:
+    """Notes for an image's `notes` column, each once, in order."""
+    return NOTE_SEPARATOR.join(dict.fromkeys(note for note in notes if note)) or None
+
+
+def split_notes(text: str | None) -> list[str]:
+    """The notes of an image's `notes` column, as `join_notes` wrote them."""
+    return [note for note in (text or "").split(NOTE_SEPARATOR) if note]
 
 
 class Prediction(Base):

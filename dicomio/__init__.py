@@ -1,1 +1,6 @@
-"""DICOM objects radbatch writes (structured reports); no TensorFlow, no web or worker imports."""
+"""Every piece of DICOM reading, writing and metadata: parsing and refusing what is no X-ray image (`read`,
+`checks`), the display pipeline and the codecs pydicom lacks (`display`, `j2k`, `jpeg12`), metadata
+(`metadata`), de-identification and preparation on ingest (`deidentify`, `prepare`, `instances`), the SR
+(`sr`) and C-STORE to another AE (`forward`). No TensorFlow, and never db, web, worker, ingest or listener: the
+listener and DICOMweb call it.
+"""

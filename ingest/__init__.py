@@ -1,22 +1,22 @@
 """Ingest: how a file enters radbatch, whatever brought it (portal, REST API, CLI, and the DICOM network listeners).
 
 `add_files` checks each file, stores it under a generated name and creates its image row (a DICOM file is
-de-identified first, and a DICOMDIR gets no row: `ingest.dicom`); `queue_pending` commits and then sends the
-job's pending images to the workers. Imports `db`, `broker` and `models` (never TensorFlow); never `web` or
-`worker`.
+de-identified first, and a DICOMDIR gets no row: each format's `prepare` in the reader registry, `formats`);
+`queue_pending` commits and then sends the job's pending images to the workers. Imports `db`, `broker`, `formats`
+(never TensorFlow); never `web` or `worker`.
 """
 
+from db.text import clean_text
 from ingest.durable import sync_stored
 from ingest.files import (
     Incoming,
     StorageFull,
     add_files,
     clean_relative_path,
-    clean_text,
     discard_stored,
     discarded_unless_committed,
 )
-from ingest.instances import held_instance, instance_identity, instance_path
+from ingest.instances import held_instance, instance_path
 from ingest.queueing import QueueUnavailable, queue_pending
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "discard_stored",
     "discarded_unless_committed",
     "held_instance",
-    "instance_identity",
     "instance_path",
     "queue_pending",
     "sync_stored",

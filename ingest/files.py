@@ -8,26 +8,24 @@ import hashlib
 import io
 import logging
 import os
-import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from db.models import Image, ImageStatus
-from ingest.dicom import DicomError, SkippedDicomDir, apply_columns, prepare_dicom
-from models.dicom import looks_like_dicom
-from models.formats import ACCEPTED, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, STORED_EXTENSION, sniff
+import formats
+from db.models import Image, ImageStatus, join_notes
+from db.text import clean_text
+from models.preprocess import ACCEPTED, ImageDecodeError
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
 
 
 class StorageFull(OSError):
@@ -41,12 +39,7 @@ class Incoming:
     path: str
     stream: IO[bytes] | None
     declared_size: int = 0
-
-
-def clean_text(raw: str) -> str:
-    """Text a client sent, for display and storage: no control characters (NUL, newlines...) and no lone
-    surrogates, which PostgreSQL and UTF-8 refuse."""
-    return "".join(ch for ch in raw if unicodedata.category(ch) not in ("Cc", "Cs"))
+    parsed: Any = None  # what the caller already made of it (a received DICOM instance), so it is parsed once
 
 
 def clean_relative_path(raw: str) -> str:
@@ -61,22 +54,19 @@ def clean_relative_path(raw: str) -> str:
 def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | None:
     """Why a file cannot be processed (a message for the person who uploaded it), or None if it is fine.
 
-    DICOM is told by content, whatever the name: a `.png` that holds DICOM is read as DICOM.
+    The format is told by content, whatever the name: a `.png` that holds DICOM is read as DICOM.
     """
     shown = extension or "(no extension)"
     if size == 0:
         return "empty file (0 bytes)"
     if size > max_bytes:
         return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
-    if looks_like_dicom(head):
+    if formats.detect(head) is not None:
         return None
-    if extension in DICOM_EXTENSIONS:
-        return f"the content of this {shown} file is not DICOM (no DICM prefix and no DICOM data set at the start)"
-    if extension not in IMAGE_EXTENSIONS:
+    promised = formats.named(extension)
+    if promised is None:
         return f"unsupported file type {shown}; {ACCEPTED}"
-    if sniff(head) is None:
-        return f"the content of this {shown} file is not a PNG, JPEG, BMP or TIFF image; {ACCEPTED}"
-    return None
+    return f"the content of this {shown} file is not {promised.content_is_not}"
 
 
 def _size_of(stream: IO[bytes]) -> int:
@@ -99,38 +89,36 @@ def store_file(incoming: Incoming, job_id: int, settings: Settings, max_bytes: i
         reason = refusal(extension, head, size, max_bytes) if size > max_bytes else "the browser did not send it"
     else:
         size = _size_of(incoming.stream)
-        head = incoming.stream.read(DETECTION_BYTES)
+        head = incoming.stream.read(formats.DETECTION_BYTES)
         incoming.stream.seek(0)
         reason = refusal(extension, head, size, max_bytes)
     image = Image(job_id=job_id, filename=filename, path=path, size_bytes=size)
     if reason is not None:
         image.status, image.error = ImageStatus.failed, reason
         return image
-    if looks_like_dicom(head):
-        return _store_dicom(image, incoming.stream, job_id, settings)
-    stored_name = uuid.uuid4().hex + STORED_EXTENSION[sniff(head)]
-    image.sha256 = _write_atomically(incoming.stream, settings.upload_dir / stored_name)
-    image.stored_name, image.status = stored_name, ImageStatus.pending
-    return image
+    return _store(image, incoming, formats.detect(head), settings)
 
 
-def _store_dicom(image: Image, stream: IO[bytes], job_id: int, settings: Settings) -> Image | None:
-    """Check, de-identify (unless RADBATCH_DEIDENTIFY=false) and store a DICOM file as `<generated>.dcm`.
+def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Settings) -> Image | None:
+    """Prepare the file as its format says (DICOM: checked and de-identified unless RADBATCH_DEIDENTIFY=false)
+    and store it as `<generated><extension>`; None for a file that holds no image (a DICOMDIR).
 
     `sha256` is of the bytes received, so a client resuming an upload finds the file it sent.
     """
-    data = stream.read()
+    data = incoming.stream.read()
     try:
-        prepared = prepare_dicom(data, settings.secret_key, settings.deidentify)
-    except SkippedDicomDir:
-        logger.info("job %s: skipped a DICOMDIR (an index of DICOM files, not an image)", job_id)
+        prepared = fmt.prepare(data, settings.secret_key, settings.deidentify, incoming.parsed)
+    except formats.NotAnImage as skipped:
+        logger.info("job %s: skipped %s", image.job_id, skipped)
         return None
-    except DicomError as error:
+    except ImageDecodeError as error:
         image.status, image.error = ImageStatus.failed, str(error)
         return image
-    apply_columns(image, prepared)
-    stored_name = uuid.uuid4().hex + ".dcm"
-    _write_atomically(io.BytesIO(prepared.stored_bytes), settings.upload_dir / stored_name)
+    image.set_columns(prepared.columns)
+    image.notes = join_notes(prepared.notes)
+    stored_name = uuid.uuid4().hex + prepared.extension
+    stored = data if prepared.stored_bytes is None else prepared.stored_bytes
+    _write_atomically(io.BytesIO(stored), settings.upload_dir / stored_name)
     image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image

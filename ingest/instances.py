@@ -6,30 +6,14 @@ instance the job already holds (a sender sending again what it was never told wa
 
 from __future__ import annotations
 
-import io
-
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Image
 
-_IDENTITY = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"]
-
 
 def instance_path(study_uid: str, sop_instance_uid: str) -> str:
     return f"{study_uid or 'unknown-study'}/{sop_instance_uid}.dcm"
-
-
-def instance_identity(data: bytes) -> tuple[str, str, str]:
-    """(SOPClassUID, SOPInstanceUID, StudyInstanceUID) of a Part 10 file, read without its pixel data; empty
-    strings for what cannot be read."""
-    try:
-        dataset = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY)
-        return tuple(str(dataset.get(keyword, "") or "") for keyword in _IDENTITY)  # type: ignore[return-value]
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError, TypeError):
-        return "", "", ""
 
 
 def held_instance(session: Session, job_id: int, path: str) -> int | None:

@@ -23,7 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import User
-from ingest import instance_identity, instance_path
+from dicomio.instances import parse_instance
+from ingest import instance_path
 from listener import jobs
 from listener.storing import OUT_OF_RESOURCES, SUCCESS, queue_quietly, store_instance
 from settings import Settings
@@ -120,8 +121,9 @@ class Listener:
             logger.error("could not start a job: %s", error)
             return _status(OUT_OF_RESOURCES, "database unavailable")
         data = part10_bytes(event)
-        path = instance_path(instance_identity(data)[2], str(event.request.AffectedSOPInstanceUID))
-        outcome = store_instance(self.sessions, self.settings, self.client, job_id, path, data)
+        instance = parse_instance(data)  # the one parse: ingest stores what it made of the file
+        path = instance_path(instance.identity[2], str(event.request.AffectedSOPInstanceUID))
+        outcome = store_instance(self.sessions, self.settings, self.client, job_id, path, data, instance.parsed)
         if outcome.status != SUCCESS:
             logger.warning("job %d: %s answered 0x%04X (%s)", job_id, path, outcome.status, outcome.comment)
         return _status(outcome.status, outcome.comment)

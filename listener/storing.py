@@ -49,13 +49,13 @@ class Outcome:
     duplicate: bool = False
 
 
-def _store(session: Session, settings: Settings, job_id: int, path: str, data: bytes) -> Outcome:
+def _store(session: Session, settings: Settings, job_id: int, path: str, data: bytes, parsed: object) -> Outcome:
     if not accepting(session, job_id):
         return Outcome(CANNOT_UNDERSTAND, f"job {job_id} no longer accepts files (closed or cancelled)")
     held = held_instance(session, job_id, path)
     if held is not None:
         return Outcome(SUCCESS, image_id=held, duplicate=True)
-    images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data))], settings)
+    images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data), parsed=parsed)], settings)
     with discarded_unless_committed(session, images, settings.upload_dir):
         sync_stored(images, settings.upload_dir)
         refresh_job(session, job_id)
@@ -69,12 +69,19 @@ def _store(session: Session, settings: Settings, job_id: int, path: str, data: b
 
 
 def store_instance(
-    sessions: sessionmaker[Session], settings: Settings, client: Celery, job_id: int, path: str, data: bytes
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    client: Celery,
+    job_id: int,
+    path: str,
+    data: bytes,
+    parsed: object = None,
 ) -> Outcome:
-    """Store one Part 10 file in the job, commit, then queue the job's full batches."""
+    """Store one Part 10 file in the job, commit, then queue the job's full batches. `parsed` is what
+    `dicomio.instances.parse_instance` made of it, if the caller parsed it already."""
     try:
         with sessions() as session:
-            outcome = _store(session, settings, job_id, path, data)
+            outcome = _store(session, settings, job_id, path, data, parsed)
     except OSError as error:
         logger.error("job %s: could not store %s: %s", job_id, path, error)
         return Outcome(OUT_OF_RESOURCES, f"storage failed: {error.strerror or error}")

@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models.formats import ACCEPTED, HEAD_BYTES, is_dicom, sniff
-
 SUPPORTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "TIFF": "TIFF", "MPO": "JPEG"}
 MAX_PIXELS = 8192 * 8192  # refused above this many pixels, before anything is decoded
 MAX_ASPECT = 4  # refused when the longer side is more than this many times the shorter one
@@ -42,6 +40,21 @@ RESIZE_REDUCING_GAP = 3.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+ACCEPTED = "upload PNG, JPEG, BMP, TIFF or DICOM"
+HEAD_BYTES = 132  # enough for every signature `sniff` knows, and DICOM's "DICM" at offset 128
+
+
+def sniff(head: bytes) -> str | None:
+    """The format of an image Pillow reads here ("PNG", "JPEG", "BMP", "TIFF") from its first bytes, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
 
 
 class ImageDecodeError(ValueError):
@@ -57,8 +70,8 @@ def decode_image(source: bytes | str | Path) -> Image.Image:
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
-    if is_dicom(data[:HEAD_BYTES]):
-        raise ImageDecodeError("a DICOM file: read it with models.dicom.decode_dicom")
+    if data[128:HEAD_BYTES] == b"DICM":  # Pillow would only say it is no image
+        raise ImageDecodeError("a DICOM file: read it with formats.read_upload (dicomio decodes DICOM)")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -22,6 +22,7 @@ PACKAGES = (
     "broker",
     "ingest",
     "dicomio",
+    "formats",
     "listener",
     "deploy",
     "benchmarks",
@@ -34,11 +35,16 @@ FORBIDDEN = {
     "ingest": ("web", "worker", "training", *TENSORFLOW),
     "broker": ("web", "worker", "ingest", "training", "models", *TENSORFLOW),
     "db": ("web", "worker", "ingest", "training", "models", *TENSORFLOW),
-    "models": ("db", "web", "worker", "ingest", "broker", "training"),
-    "worker": ("web", "training"),
+    # Classifiers and their one preprocessing path take a decoded picture: reading files is dicomio's and formats'.
+    "models": ("db", "web", "worker", "ingest", "broker", "training", "dicomio", "formats", "listener"),
+    # The worker reads through the reader registry; it never climbs back into ingest or the listener.
+    "worker": ("web", "training", "ingest", "listener"),
     # The DICOM listener stores through ingest, like the web app; it never predicts.
     "listener": ("web", "worker", "training", *TENSORFLOW),
-    "dicomio": ("db", "web", "worker", "ingest", "broker", "training", *TENSORFLOW),
+    # Every piece of DICOM reading, writing and metadata; the listener and DICOMweb call it, never the reverse.
+    "dicomio": ("db", "web", "worker", "ingest", "broker", "training", "listener", "formats", *TENSORFLOW),
+    # The reader registry: each format's detection, reader and ingest preparation, registered once.
+    "formats": ("db", "web", "worker", "ingest", "broker", "training", "listener", *TENSORFLOW),
     # The command-line client talks HTTP only: it installs and runs without any server part.
     "cli": ("web", "worker", "db", "models", "training", "broker", "ingest", "deploy", "settings", *TENSORFLOW),
 }

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from ingest.deidentify import deidentify, patient_pseudonym
-from models.dicom import decode_dicom, dicom_metadata
+from dicomio.deidentify import deidentify, patient_pseudonym
+from dicomio.read import decode_dicom, dicom_metadata
 from tests.dicom_corpus import image_dataset
 
 PHI = {

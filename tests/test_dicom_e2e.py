@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image as PILImage
 
-from ingest.deidentify import patient_pseudonym
+from dicomio.deidentify import patient_pseudonym
 from tests.conftest import SHARED_DATA, Stack, skip_or_fail
 from tests.dicom_corpus import Corpus, build_corpus
 from tests.test_dicom_pixels import LOSSLESS, LOSSY, SOURCE

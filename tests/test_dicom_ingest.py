@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from db.models import Image, ImageStatus
 from db.session import session_scope
+from dicomio.deidentify import patient_pseudonym
 from ingest import Incoming, add_files
-from ingest.deidentify import patient_pseudonym
 from settings import Settings
 from tests.dicom_corpus import image_dataset
 from tests.dicom_corpus_objects import non_image_datasets
@@ -133,16 +133,16 @@ def test_the_deidentify_setting_is_read_from_the_environment() -> None:
 def test_the_worker_reports_the_uploads_own_size_not_the_reduced_one() -> None:
     from PIL import Image as PILImage
 
-    from worker.reading import decode_upload
+    from formats import read_upload
 
     big = io.BytesIO()
     PILImage.new("L", (4096, 3000), 90).save(big, format="PNG")
-    picture = decode_upload(big.getvalue(), 128)
+    picture = read_upload(big.getvalue(), 128)
     assert (picture.width, picture.height) == (4096, 3000) and max(picture.image.size) <= 2048
 
     pixels = np.zeros((2500, 2048), dtype=np.uint16)
     dicom = io.BytesIO()
     image_dataset(pixels, 16, ViewPosition="LL", NumberOfFrames=1).save_as(dicom, enforce_file_format=True)
-    picture = decode_upload(dicom.getvalue(), 128)
+    picture = read_upload(dicom.getvalue(), 128)
     assert (picture.width, picture.height) == (2048, 2500) and picture.image.size == (1024, 1250)
     assert picture.notes == ["lateral view: the models were trained on frontal (PA/AP) views"]

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pydicom import uid
 
-from models.dicom import (
+from dicomio.read import (
     DicomDirError,
     DicomError,
     decode_dicom,

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from db.models import Base, Image
 from db.session import session_scope
-from ingest.deidentify import patient_pseudonym
+from dicomio.deidentify import patient_pseudonym
 from tests import services
 from tests.conftest import Stack, skip_or_fail
 from tests.dicom_corpus import image_dataset

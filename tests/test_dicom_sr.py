@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from pydicom import uid
 
+from dicomio.deidentify import deidentify
 from dicomio.sr import ModelResult, build_sr, sr_bytes
-from ingest.deidentify import deidentify
 from tests.conftest import skip_or_fail
 from tests.dicom_corpus import image_dataset
 

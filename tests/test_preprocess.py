@@ -129,7 +129,7 @@ def test_full_size_originals_match_the_training_images():
     [
         (b"", "empty file"),
         (b"patient notes, not an image\n" * 10, "not an image"),
-        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM file: read it with models.dicom"),
+        (b"\0" * 128 + b"DICM" + b"\0" * 64, "DICOM file: read it with formats.read_upload"),
         (b"GIF89a" + b"\0" * 64, "not an image"),
     ],
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.dicom import decode_dicom
+from dicomio.read import decode_dicom
 from models.preprocess import decode_image, preprocess
 from models.registry import Ensemble, load_model
 from tests.dicom_corpus import image_dataset

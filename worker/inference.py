@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from db.findings import FindingPrediction
 from db.jobs import refresh_job
-from db.models import Image, ImageStatus, Job, JobStatus, Prediction, utcnow
-from ingest.dicom import join_notes, split_notes
+from db.models import Image, ImageStatus, Job, JobStatus, Prediction, join_notes, split_notes, utcnow
 from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
 from settings import Settings

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from db.models import Image
-from models.dicom import DicomError, decode_dicom, looks_like_dicom
-from models.preprocess import ImageDecodeError, crop_padding, decode_image, preprocess
+from formats import read_upload
+from models.preprocess import ImageDecodeError, crop_padding, preprocess
 from models.registry import LoadedModel
 from settings import Settings
 from worker import metrics
@@ -40,35 +40,6 @@ class Decoded:
     mode: str
     inputs: dict[str, np.ndarray]  # model name -> (size, size, channels)
     notes: list[str] = field(default_factory=list)  # for the row: lateral view, first of several frames...
-
-
-@dataclass
-class Picture:
-    """A decoded upload: the picture `preprocess` takes, the upload's own size, and notes for its row."""
-
-    image: PILImage.Image
-    width: int
-    height: int
-    mode: str
-    notes: list[str] = field(default_factory=list)
-
-
-def decode_upload(data: bytes, target_size: int) -> Picture:
-    """Decode any stored upload: DICOM through its display pipeline, other formats with Pillow.
-
-    `target_size` is the largest model input side: a large DICOM image is reduced towards it while decoding.
-    """
-    if looks_like_dicom(data):
-        try:
-            dicom = decode_dicom(data, target_size=target_size)
-        except DicomError as error:
-            raise ImageDecodeError(str(error)) from None
-        meta = dicom.metadata
-        width, height = meta.columns or dicom.image.width, meta.rows or dicom.image.height
-        return Picture(dicom.image, width, height, dicom.image.mode, dicom.warnings + dicom.notes)
-    picture = decode_image(data)
-    width, height = picture.info.get("source_size", picture.size)
-    return Picture(picture, width, height, picture.mode)
 
 
 _pool_lock = threading.Lock()
@@ -122,7 +93,7 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
     except FileNotFoundError:
         raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
     read = time.perf_counter()
-    upload = decode_upload(data, max((model.input_size for model in models.values()), default=0))
+    upload = read_upload(data, max((model.input_size for model in models.values()), default=0))
     decoded = time.perf_counter()
     by_spec: dict[tuple[int, int], np.ndarray] = {}
     for model in models.values():

@@ -11,9 +11,10 @@ from flask import Response, abort, request
 from PIL import Image as PILImage
 
 from db.models import ImageStatus
-from models.dicom import REDUCING_GAP, DicomError, decode_dicom, looks_like_dicom
+from dicomio.read import REDUCING_GAP
+from formats import read_upload
 from models.gradcam import HEADS
-from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, decode_image, to_gray
+from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, to_gray
 from web.access import visible_image_or_404
 from web.api import bp
 from web.extensions import get_settings
@@ -22,19 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def render_png(data: bytes) -> bytes:
-    """The stored file as an 8-bit gray PNG, through the same decoding and gray conversion as the models.
+    """The stored file as an 8-bit gray PNG, through the worker's reader (`formats`) and gray conversion.
 
-    DICOM goes through the worker's display pipeline (modality LUT, VOI LUT or window, MONOCHROME1, Bits
-    Stored), reduced only when its longer side is at least twice MAX_WORKING_SIDE, as other formats are.
+    DICOM goes through its display pipeline (modality LUT, VOI LUT or window, MONOCHROME1, Bits Stored), reduced
+    only when its longer side is at least twice MAX_WORKING_SIDE, as other formats are.
     """
-    if looks_like_dicom(data):
-        try:
-            picture = decode_dicom(data, target_size=int(MAX_WORKING_SIDE // REDUCING_GAP)).image
-        except DicomError as error:
-            raise ImageDecodeError(str(error)) from None
-    else:
-        picture = decode_image(data)
-    gray = to_gray(picture)
+    gray = to_gray(read_upload(data, target_size=int(MAX_WORKING_SIDE // REDUCING_GAP)).image)
     pixels = np.rint(gray * 255.0).astype(np.uint8)
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="PNG", compress_level=1)

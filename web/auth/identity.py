@@ -10,8 +10,8 @@ from typing import Any
 from flask import abort, current_app, g, redirect, request, session, url_for
 
 from db.models import User
+from db.text import clean_text
 from db.users import user_for_token
-from ingest import clean_text
 from web.extensions import get_db
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")

@@ -10,8 +10,8 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from db.models import ApiToken
+from db.text import clean_text
 from db.users import add_token, authenticate, end_sessions
-from ingest import clean_text
 from web.auth import bp
 from web.auth.identity import current_user, login_name, login_required, start_session
 from web.extensions import get_db

@@ -17,11 +17,11 @@ from pydicom.dataset import Dataset
 
 from db.jobs import create_job, refresh_job
 from db.models import Image, ImageStatus
+from dicomio.instances import parse_instance
 from ingest import (
     Incoming,
     QueueUnavailable,
     discarded_unless_committed,
-    instance_identity,
     instance_path,
     queue_pending,
     sync_stored,
@@ -86,14 +86,15 @@ def store_instances() -> Response:
     identities: list[tuple[str, str]] = []
     failures: list[Dataset] = []
     for index, part in enumerate(_parts()):
-        sop_class, sop_instance, study = instance_identity(part.content)
+        instance = parse_instance(part.content)  # the one parse: ingest stores what it made of the part
+        sop_class, sop_instance, study = instance.identity
         if part.content_type not in ("", DICOM):
             failures.append(_referenced(sop_class, sop_instance, CANNOT_UNDERSTAND))
             continue
         path = instance_path(study, sop_instance) if sop_instance else f"part-{index + 1}.dcm"
         if sop_instance and (sop_class, sop_instance) in identities:
             continue  # the same instance twice in one request is stored once
-        files.append(Incoming(path=path, stream=BytesIO(part.content)))
+        files.append(Incoming(path=path, stream=BytesIO(part.content), parsed=instance.parsed))
         identities.append((sop_class, sop_instance))
     started = datetime.now(timezone.utc)
     job_id, images = _store(files, f"STOW-RS from {g.user.username} at {started:%Y-%m-%d %H:%M:%S} UTC")

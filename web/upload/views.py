@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from models.formats import DICOM_EXTENSIONS, IMAGE_EXTENSIONS
+from formats import extensions
 from web.auth.identity import login_required
 from web.extensions import get_settings
 from web.upload import bp
@@ -23,6 +23,6 @@ def portal():
         chunk_bytes=CHUNK_BYTES,
         max_file_bytes=settings.max_file_mb * 2**20,
         max_file_mb=settings.max_file_mb,
-        extensions=sorted(IMAGE_EXTENSIONS) + sorted(DICOM_EXTENSIONS),
+        extensions=extensions(),
         heatmaps=settings.heatmaps,
     )

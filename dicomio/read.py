@@ -4,13 +4,13 @@
 that is not an image: structured reports, presentation states, RT objects, encapsulated documents,
 DICOMDIRs (`DicomDirError`, so a folder upload can skip it), truncated files, files without pixel
 data and absurd image sizes (before any decoding). `decode_dicom` turns an image into a `DicomImage`:
-an 8-bit Pillow image after the display pipeline of `models.dicom_display` (modality LUT, VOI LUT or
+an 8-bit Pillow image after the display pipeline of `dicomio.display` (modality LUT, VOI LUT or
 window, MONOCHROME1, Bits Stored), the metadata kept per image, and the notes and warnings for its
-row. The picture then goes through `models.preprocess.preprocess` like any other image.
+row. The reader registry (`formats`) hands the picture to `models.preprocess.preprocess` like any other.
 
 Every transfer syntax pydicom 3 can decode with the installed plugins is read: native little/big
 endian and deflated by pydicom; RLE by pylibjpeg-rle; JPEG baseline and lossless by GDCM, 12-bit
-JPEG extended by imagecodecs (`models.dicom_jpeg12`); JPEG-LS by pyjpegls (CharLS); JPEG 2000 by
+JPEG extended by imagecodecs (`dicomio.jpeg12`); JPEG-LS by pyjpegls (CharLS); JPEG 2000 by
 pylibjpeg-openjpeg.
 """
 
@@ -35,11 +35,11 @@ from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from models import dicom_jpeg12
-from models.dicom_checks import DicomDirError, DicomError, check_is_image, image_warnings
-from models.dicom_display import apply_display
-from models.dicom_j2k import reduced_j2k_frame
-from models.dicom_metadata import DicomMetadata, dicom_metadata
+from dicomio import jpeg12
+from dicomio.checks import DicomDirError, DicomError, check_is_image, image_warnings
+from dicomio.display import apply_display
+from dicomio.j2k import reduced_j2k_frame
+from dicomio.metadata import DicomMetadata, dicom_metadata
 from models.preprocess import MAX_PIXELS
 
 # Box-reduce only while the image stays at least REDUCING_GAP times the model input: on the 15 shared
@@ -161,7 +161,7 @@ def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
     syntax = ds.file_meta.TransferSyntaxUID
-    dicom_jpeg12.register()
+    jpeg12.register()
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:

@@ -1,0 +1,87 @@
+"""The file formats radbatch reads, each registered once: how its content is told apart, the reader that turns a
+stored file into a picture for `models.preprocess`, and what ingest stores of it and keeps on its row.
+
+Formats are tried in the order they were registered, by content, never by name: a `.png` that holds DICOM is read
+as DICOM. A new format is one `register` call (see `formats.pillow` and `formats.dicom`); ingest, the worker and
+the image endpoint need no edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from models.preprocess import ACCEPTED, ImageDecodeError
+
+DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
+
+
+class NotAnImage(Exception):
+    """The file is valid but holds no image (a DICOMDIR, an index of DICOM files): ingest keeps no row for it."""
+
+
+@dataclass
+class Picture:
+    """A decoded upload: the picture `preprocess` takes, the upload's own size, and notes for its row."""
+
+    image: Image.Image
+    width: int
+    height: int
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """What ingest stores of a file (None: the bytes as received), under which extension, and its row's metadata."""
+
+    stored_bytes: bytes | None
+    extension: str
+    columns: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extensions: tuple[str, ...]  # lower case, with the dot: what a file of this format is usually called
+    detect: Callable[[bytes], bool]  # from the first DETECTION_BYTES of the file
+    read: Callable[[bytes, int], Picture]  # (file, the side it is going to) -> picture; ImageDecodeError says why not
+    # (file, secret key, de-identify?, what the caller already parsed or None) -> Prepared; raises ImageDecodeError
+    # with a message for the row, or NotAnImage
+    prepare: Callable[[bytes, str, bool, object], Prepared]
+    content_is_not: str  # "the content of this .x file is not <content_is_not>" when the name promises this format
+
+
+FORMATS: list[Format] = []
+
+
+def register(fmt: Format) -> Format:
+    FORMATS.append(fmt)
+    return fmt
+
+
+def detect(head: bytes) -> Format | None:
+    """The format of a file from its first bytes, or None if no registered format reads it."""
+    return next((fmt for fmt in FORMATS if fmt.detect(head)), None)
+
+
+def named(extension: str) -> Format | None:
+    """The format a file name's extension promises, or None."""
+    return next((fmt for fmt in FORMATS if extension in fmt.extensions), None)
+
+
+def extensions() -> list[str]:
+    """Every extension a registered format is known by (for the upload page's file filter)."""
+    return sorted({extension for fmt in FORMATS for extension in fmt.extensions})
+
+
+def read_upload(data: bytes, target_size: int) -> Picture:
+    """Decode a stored file with its format's reader; `target_size` is the largest side it is going to (a large
+    image may be reduced towards it while decoding). ImageDecodeError says what is wrong."""
+    fmt = detect(data[:DETECTION_BYTES])
+    if fmt is None:
+        raise ImageDecodeError(f"not an image: the content is not PNG, JPEG, BMP, TIFF or DICOM; {ACCEPTED}")
+    return fmt.read(data, target_size)
