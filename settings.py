@@ -100,7 +100,7 @@ class Settings:
 
     @property
     def onnx_cache_dir(self) -> Path:
-        """ONNX files exported from the committed weights, named by their content key (models/onnx_export.py)."""
+        """ONNX files exported from the committed weights, keyed by content (`python -m models.onnx_build`)."""
         return self.home / "cache" / "onnx"
 
     @property

@@ -1,19 +1,15 @@
-"""ONNX files derived from the committed weights: exported by a command, reproducibly, never edited by hand.
+"""ONNX files derived from the committed weights: exported reproducibly, never edited by hand.
 
-    python -m models.onnx_export                      # every trained model into $RADBATCH_HOME/cache/onnx
-    python -m models.onnx_export --models cnn --cache /tmp/onnx
-
-A worker builds the files it needs on its first start; this command builds them ahead (a container image,
-a deploy step). A file is named `<model>-<key>.onnx`, where the key is a SHA-256 over the weights file, the
-architecture source, the opset and the exporter's versions, so new weights or a new exporter make a new file
-and an old one is never served by mistake. The export is deterministic (fixed opset, no timestamps): the
-same inputs give the same bytes. Every output the Keras model has is exported under its Keras name, and each
-file is checked against the Keras model on a probe batch before it is kept.
+A worker builds the files it needs on its first start (`models.runtime`); `python -m models.onnx_build` builds
+them ahead (a container image, a deploy step). A file is named `<model>-<key>.onnx`, where the key is a SHA-256
+over the weights file, the architecture source, the opset and the exporter's versions, so new weights or a new
+exporter make a new file and an old one is never served by mistake. The export is deterministic (fixed opset, no
+timestamps): the same inputs give the same bytes. Every output the Keras model has is exported under its Keras
+name, and each file is checked against the Keras model on a probe batch before it is kept.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import logging
@@ -39,7 +35,7 @@ class ExportError(RuntimeError):
     pass
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -59,8 +55,8 @@ def _package_version(name: str) -> str:
 def cache_key(weights_path: Path) -> str:
     """What the exported file depends on, hashed: the weights, the graph's sources, the opset and the exporters."""
     parts = [
-        f"weights={_sha256(weights_path)}",
-        *(f"{source.name}={_sha256(source)}" for source in GRAPH_SOURCES),
+        f"weights={sha256_of(weights_path)}",
+        *(f"{source.name}={sha256_of(source)}" for source in GRAPH_SOURCES),
         f"opset={ONNX_OPSET}",
         *(f"{package}={_package_version(package)}" for package in ("tf2onnx", "onnx", "keras", "tensorflow")),
     ]
@@ -118,7 +114,11 @@ def _canonical_names(proto: Any) -> None:
     graph.doc_string = ""
 
 
-def export(keras_model: Any, path: Path, probe: Callable[[Any], tuple[np.ndarray, tuple[str, ...]]]) -> None:
+Probe = Callable[[Any], tuple[np.ndarray, tuple[str, ...]]]  # Keras model -> (a probe batch, its output names)
+OpenSession = Callable[[Path], Any]  # an ONNX file -> an ONNX Runtime session (models.runtime.onnx_session)
+
+
+def export(keras_model: Any, path: Path, probe: Probe, open_session: OpenSession) -> None:
     """Export `keras_model` to `path` (written atomically), checked against Keras output by output."""
     import onnx
     import tensorflow as tf
@@ -143,19 +143,16 @@ def export(keras_model: Any, path: Path, probe: Callable[[Any], tuple[np.ndarray
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(proto.SerializeToString(deterministic=True))
-        _check_against_keras(keras_model, Path(tmp_path), batch, names)
+        _check_against_keras(keras_model, open_session(Path(tmp_path)), batch, names)
         os.replace(tmp_path, path)
     except BaseException:
         Path(tmp_path).unlink(missing_ok=True)
         raise
 
 
-def _check_against_keras(keras_model: Any, path: Path, batch: np.ndarray, names: tuple[str, ...]) -> None:
+def _check_against_keras(keras_model: Any, session: Any, batch: np.ndarray, names: tuple[str, ...]) -> None:
     import keras
 
-    from models.runtime import onnx_session
-
-    session = onnx_session(path)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {session.get_inputs()[0].name: batch})))
     expected = dict(zip(names, keras.tree.flatten(keras_model(batch, training=False))))
     for name, value in expected.items():
@@ -165,10 +162,7 @@ def _check_against_keras(keras_model: Any, path: Path, batch: np.ndarray, names:
 
 
 def cached_export(
-    build_keras: Callable[[], Any],
-    weights_path: Path,
-    cache_dir: Path,
-    probe: Callable[[Any], tuple[np.ndarray, tuple[str, ...]]],
+    build_keras: Callable[[], Any], weights_path: Path, cache_dir: Path, probe: Probe, open_session: OpenSession
 ) -> tuple[Path, Any]:
     """The ONNX file for these weights, exported first if the cache lacks it; and the Keras model if one was built.
 
@@ -184,33 +178,5 @@ def cached_export(
             return path, None
         log.info("exporting %s to ONNX (opset %d) at %s", weights_path.parent.name, ONNX_OPSET, path)
         keras_model = build_keras()
-        export(keras_model, path, probe)
+        export(keras_model, path, probe, open_session)
     return path, keras_model
-
-
-def build(name: str, cache_dir: Path) -> Path:
-    """The ONNX file of the trained model `name` in `cache_dir`, exported if missing."""
-    from models.registry import WEIGHTS_DIR, keras_with_weights
-    from models.runtime import probe
-
-    path, _ = cached_export(lambda: keras_with_weights(name), WEIGHTS_DIR / name / "weights.npz", cache_dir, probe)
-    return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    from models.registry import MODEL_NAMES
-    from settings import Settings
-
-    parser = argparse.ArgumentParser(prog="python -m models.onnx_export", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated model names")
-    parser.add_argument("--cache", type=Path, default=None, help="default: $RADBATCH_HOME/cache/onnx")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cache_dir = args.cache or Settings.from_env().onnx_cache_dir
-    for name in args.models.split(","):
-        path = build(name, cache_dir)
-        print(f"{name}: {path} (sha256 {_sha256(path)})")
-
-
-if __name__ == "__main__":
-    main()

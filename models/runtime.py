@@ -136,7 +136,7 @@ def make_runner(
     if runtime == "onnx":
         if cache_dir is None:
             raise RuntimeChoiceError("the onnx runtime needs a cache folder for its exported files")
-        path, keras_model = onnx_export.cached_export(build_keras, weights_path, cache_dir, probe)
+        path, keras_model = onnx_export.cached_export(build_keras, weights_path, cache_dir, probe, onnx_session)
         return _onnx_runner(path, threads), keras_model
     keras_model = build_keras()
     _, names = probe(keras_model)

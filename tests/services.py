@@ -154,7 +154,7 @@ def service_env(overrides: dict[str, str]) -> dict[str, str]:
 def _exported_onnx_files() -> Path:
     """The served models' ONNX files, exported once per test session (the command a deployment runs ahead)."""
     folder = Path(tempfile.mkdtemp(prefix="radbatch-onnx-"))
-    command = [sys.executable, "-m", "models.onnx_export", "--models", "cnn,unet", "--cache", str(folder)]
+    command = [sys.executable, "-m", "models.onnx_build", "--models", "cnn,unet", "--cache", str(folder)]
     subprocess.run(command, cwd=REPO_ROOT, env=service_env({}), check=True, capture_output=True, timeout=600)
     return folder
 

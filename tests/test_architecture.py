@@ -81,6 +81,76 @@ def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
     assert offences == []
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (`from package import module` counts as importing the module).
+
+    A package importing its own submodules is left out: that is containment (a Flask blueprint package imports
+    its view modules, which take `bp` from it, to register their routes), not one concern depending on another.
+    """
+    files = [REPO_ROOT / "settings.py"] + [f for pkg in PACKAGES for f in source_files(pkg)]
+    modules = {module_name(path): path for path in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {
+            target for target in found if target in modules and target != name and not target.startswith(name + ".")
+        }
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan): each is at least one import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles() -> None:
+    """Not even through imports inside functions: a circle means two modules that are one concern, or a
+    command living inside the library module it drives."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
 def test_nothing_imports_web() -> None:
     outside = [p for p in REPO_ROOT.glob("*.py")] + [f for pkg in PACKAGES if pkg != "web" for f in source_files(pkg)]
     offences = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import onnx_export
+from models import onnx_build, onnx_export
 from models.preprocess import load_and_preprocess
 from models.registry import MODEL_NAMES, WEIGHTS_DIR, load_model, save_weights
 from models.runtime import RUNTIMES, RuntimeChoiceError, make_runner
@@ -70,7 +70,7 @@ def test_a_cached_onnx_file_is_served_without_building_the_keras_model(onnx_cach
 def test_the_onnx_export_is_reproducible(tmp_path: Path) -> None:
     digests = []
     for attempt in ("a", "b"):
-        path = onnx_export.build("cnn", tmp_path / attempt)
+        path = onnx_build.build("cnn", tmp_path / attempt)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
 
