@@ -153,6 +153,15 @@ def _checked(ds: Dataset) -> Dataset:
     return ds
 
 
+def read_header(path: str | Path) -> Dataset:
+    """A stored file's data set without its pixel data (what an SR repeats), its transfer syntax filled in.
+    FileNotFoundError when the file is gone; DicomError when it cannot be read."""
+    with open(path, "rb") as handle, _corrupt("unreadable DICOM file"):
+        ds = pydicom.dcmread(handle, force=True, stop_before_pixels=True)
+        _fill_transfer_syntax(ds)
+    return ds
+
+
 def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
     """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
     with _corrupt("unreadable DICOMDIR"):
@@ -229,4 +238,5 @@ __all__ = [
     "image_warnings",
     "looks_like_dicom",
     "read_dicom",
+    "read_header",
 ]

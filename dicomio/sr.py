@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Iterable
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import highdicom as hd
 from highdicom.sr import (
@@ -36,6 +37,8 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+
+from dicomio.read import DicomError, read_header
 
 MANUFACTURER = "radbatch"
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "radbatch:dicom-sr")
@@ -146,6 +149,29 @@ def build_sr(source: Dataset, results: Iterable[ModelResult | tuple], device_nam
     )
 
 
+def ordered_results(predictions: Iterable[Any]) -> list[ModelResult]:
+    """Prediction rows (`model_name`, `model_version`, `probability`, `label`, `threshold`) in the one order every
+    report lists them: the CNN, the U-Net, any other model by name, and the ensemble last."""
+    first = {"cnn": 0, "unet": 1, "ensemble": 3}
+    ordered = sorted(predictions, key=lambda p: (first.get(p.model_name, 2), p.model_name))
+    return [ModelResult(p.model_name, p.model_version, p.probability, p.label, p.threshold) for p in ordered]
+
+
+def image_report(stored: Path, predictions: Iterable[Any]) -> Dataset | None:
+    """The SR of a stored DICOM image (the de-identified copy unless RADBATCH_DEIDENTIFY=false) and its prediction
+    rows, ready to send or save; None without predictions. FileNotFoundError when the file is gone, DicomError when
+    it cannot be read or lacks what a report needs."""
+    results = ordered_results(predictions)
+    if not results:
+        return None
+    source = read_header(stored)
+    try:
+        return build_sr(source, results)
+    except (ValueError, AttributeError, TypeError, KeyError) as error:
+        message = f"the stored DICOM file lacks what a report needs ({type(error).__name__})"
+        raise DicomError("incomplete", message) from None
+
+
 def sr_bytes(sr: Dataset) -> bytes:
     """The SR as a DICOM Part 10 file (preamble, file meta, explicit VR little endian)."""
     buffer = io.BytesIO()
@@ -153,4 +179,4 @@ def sr_bytes(sr: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["ModelResult", "build_sr", "sr_bytes", "hd"]
+__all__ = ["ModelResult", "build_sr", "hd", "image_report", "ordered_results", "sr_bytes"]

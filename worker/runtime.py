@@ -1,4 +1,5 @@
-"""Per-process worker state: settings, database sessions and the loaded models, plus Celery signal hooks.
+"""Per-process worker state: the loaded models, plus Celery signal hooks (settings and database sessions are
+`worker.process`'s, re-exported here).
 
 Models load once per pool process, after the fork (`worker_process_init`), never in the parent:
 TensorFlow initialised before a fork deadlocks the children. The parent only checks that the
@@ -15,23 +16,20 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from functools import partial
 
-from celery import current_app, signals
-from sqlalchemy.orm import Session, sessionmaker
+from celery import signals
 
-from broker import send_notifications
 from broker.heartbeat import Heartbeat
-from db.session import make_engine, make_session_factory
-from db.webhooks import on_jobs_finished
 from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel, ModelNotTrainedError, read_card, read_ensemble
 from models.runtime import RuntimeChoiceError, check_runtime
 from settings import Settings
 from worker import metrics
+from worker.process import session_factory, settings
 from worker.recovery import start_recovery
 
 log = logging.getLogger(__name__)
+__all__ = ["ModelSet", "WorkerConfigError", "check_weights", "load_models", "models", "session_factory", "settings"]
 
 
 class WorkerConfigError(RuntimeError):
@@ -50,27 +48,8 @@ class ModelSet:
 
 
 _lock = threading.Lock()
-_settings: Settings | None = None
 _models: ModelSet | None = None
 _heartbeat: Heartbeat | None = None
-_factory: tuple[int, sessionmaker[Session]] | None = None
-
-
-def settings() -> Settings:
-    global _settings
-    if _settings is None:
-        _settings = Settings.from_env()
-    return _settings
-
-
-def session_factory() -> sessionmaker[Session]:
-    """A session factory owned by this process (an engine must not cross a fork)."""
-    global _factory
-    if _factory is None or _factory[0] != os.getpid():
-        factory = make_session_factory(make_engine(settings().database_url))
-        on_jobs_finished(factory, partial(send_notifications, current_app))  # webhooks of jobs a batch finished
-        _factory = (os.getpid(), factory)
-    return _factory[1]
 
 
 def check_weights(config: Settings) -> None:
