@@ -12,7 +12,7 @@ NOTIFY_TASK = "radbatch.notify_job"  # webhook deliveries, on a queue of their o
 NOTIFY_QUEUE = "radbatch-notify"
 FORWARD_TASK = "radbatch.forward_sr"  # an image's SR sent to RADBATCH_DICOM_FORWARD, by its own worker
 FORWARD_QUEUE = "radbatch-forward"
-WORKER_TASK_MODULES = ("worker.tasks", "worker.notifications")
+WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
 def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODULES) -> Celery:

@@ -83,7 +83,7 @@ def test_the_migration_downgrades_and_upgrades_again(tmp_path) -> None:
 
 def test_importing_the_celery_app_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, worker.celery_app as c, broker.heartbeat, worker.tasks; c.app; "
+        "import sys, worker.celery_app as c, broker.heartbeat, worker.tasks.predict, worker.tasks.notify; c.app; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=service_env({}), capture_output=True)

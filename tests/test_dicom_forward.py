@@ -20,7 +20,8 @@ from settings import Settings
 from tests import services
 from tests.dicom_network_helpers import Destination as Receiver
 from tests.dicom_network_helpers import write_dicom_folder
-from worker.forwarding import forward_image, forward_sr
+from worker.forwarding import forward_image
+from worker.tasks.forward import forward_sr
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The forwarding worker's Celery app: `celery -A worker.forwarder worker -Q radbatch-forward --pool threads`.
 
-It knows only the forwarding task (`worker.forwarding`): no model is loaded, no recovery sweep or heartbeat runs.
+It knows only the forwarding task (`worker.tasks.forward`): no model is loaded, no recovery sweep or heartbeat runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,6 @@ def __getattr__(name: str) -> Celery:
     """`app`, built from the environment on first use."""
     if name in ("app", "celery"):
         global app
-        app = make_celery(Settings.from_env(), include=("worker.forwarding",))
+        app = make_celery(Settings.from_env(), include=("worker.tasks.forward",))
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

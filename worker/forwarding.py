@@ -1,5 +1,5 @@
 """Forward an image's DICOM SR to RADBATCH_DICOM_FORWARD: build it from the stored file and the predictions,
-send it by C-STORE, retried with backoff.
+send it by C-STORE (the task, retried with backoff, is `worker.tasks.forward`).
 
 Runs in the forwarding worker (`worker.forwarder`: its own process, no models), never in a batch: a slow or
 unreachable destination costs predictions nothing. Only images stored as DICOM are forwarded (the SR needs the
@@ -12,18 +12,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from celery import shared_task
 from pydicom.dataset import Dataset
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker import FORWARD_TASK
 from db.models import Image, ImageStatus
-from dicomio.forward import ForwardError, c_store, parse_destination
+from dicomio.forward import c_store, parse_destination
 from dicomio.read import DicomError
 from dicomio.sr import image_report
 from settings import Settings
-from worker import process
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +47,3 @@ def forward_image(sessions: sessionmaker[Session], settings: Settings, image_id:
     c_store(sr, destination, settings.dicom_aet)
     log.info("image %d: SR %s sent to %s", image_id, sr.SOPInstanceUID, destination)
     return "sent"
-
-
-@shared_task(
-    name=FORWARD_TASK,
-    autoretry_for=(ForwardError, OperationalError),
-    retry_backoff=5,  # 5, 10, 20 ... s
-    retry_backoff_max=300,
-    retry_jitter=False,
-    max_retries=8,  # about 15 minutes in all, then the failure is logged
-    time_limit=120,
-    ignore_result=True,
-)
-def forward_sr(image_id: int) -> str:
-    return forward_image(process.session_factory(), process.settings(), int(image_id))

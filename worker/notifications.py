@@ -18,14 +18,11 @@ import logging
 from dataclasses import dataclass
 
 import requests
-from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker import NOTIFY_TASK
 from db.models import Job, iso, utcnow
 from db.session import session_scope
 from db.webhooks import JobWebhook, claim, record_attempt
-from worker import runtime
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +83,3 @@ def deliver(factory: sessionmaker[Session], job_id: int) -> Attempt:
     else:
         log.warning("webhook of job %d: attempt %d failed (%s); %s", job_id, attempts, error, state)
     return Attempt(sent=True, error=error, retry_in=retry_in)
-
-
-@shared_task(name=NOTIFY_TASK, time_limit=60, ignore_result=True)
-def notify_job(job_id: int) -> dict:
-    """Attempt the finished job's webhook if it is due; a failure is retried by housekeeping after its backoff."""
-    attempt = deliver(runtime.session_factory(), int(job_id))
-    return {"sent": attempt.sent, "error": attempt.error, "retry_in": attempt.retry_in}

@@ -1,4 +1,4 @@
-"""Celery tasks: thin shells that open a session and call plain functions in worker/."""
+"""The prediction queue (`radbatch`): one batch of image ids, predicted and stored by `worker.inference`."""
 
 from __future__ import annotations
 
