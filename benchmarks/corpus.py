@@ -10,6 +10,7 @@ dicom  the same originals as DICOM written here with pydicom: uncompressed, expl
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("RADBATCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CORPORA = ("128", "1024", "dicom")
 
 

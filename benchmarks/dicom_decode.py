@@ -35,11 +35,12 @@ import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 
+from benchmarks.corpus import SHARED_DATA
 from dicomio.read import decode_dicom, read_dicom
 from models.preprocess import preprocess
 from tests.dicom_corpus import image_dataset, large_dataset, run_dcmtk
 
-DEFAULT_PNG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals" / "00000798_025.png"
+DEFAULT_PNG = SHARED_DATA / "originals" / "00000798_025.png"
 COMPRESSED_16 = (
     ("RLE Lossless", uid.RLELossless, {}),
     ("JPEG-LS Lossless", uid.JPEGLSLossless, {}),

@@ -29,11 +29,12 @@ import numpy as np
 import requests
 from sqlalchemy import func, select
 
+from benchmarks.corpus import SHARED_DATA
 from db.models import Image, ImageStatus, Prediction
 from db.session import database_session
 from settings import Settings
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih-cxr14-subset" / "images"
+DEFAULT_IMAGES = SHARED_DATA / "nih-cxr14-subset" / "images"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MODELS = 3  # cnn, unet, ensemble
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import make_engine, make_session_factory, session_scope
-from db.setup import make_dirs, migrate
-from db.users import add_token, create_user
+from db.session import make_engine, make_session_factory
+from db.setup import make_dirs
 from settings import Settings
 from tests import services
+from tests.stack import migrated_database, skip_or_fail, stack_env, user_with_token, worker_and_web
 
 pytest_plugins = ["tests.web_fixtures", "tests.browser_fixtures", "tests.dicom_network_fixtures"]
 
@@ -31,15 +31,9 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 PIPELINE_IMAGES = TEST_DATA / "pipeline" / "images"
 PIPELINE_ORIGINALS = TEST_DATA / "pipeline" / "originals"
 SHARED_DATA = Path(os.environ.get("RADBATCH_SHARED_DATA", services.REPO_ROOT.parent / "shared" / "data"))
+__all__ = ["SHARED_DATA", "Stack", "skip_or_fail"]  # the names other test modules import from here
 E2E_BATCH_SIZE = 16
 E2E_PASSWORD = "e2e password"  # the stack's user logs in with it in the browser tests
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip the test, unless this is CI (CI=true), where a missing dependency is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: not skipping)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -62,20 +56,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def e2e_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh, migrated database: SQLite in a temp dir, or a new uniquely named PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'radbatch.db'}"
-        migrate(url)
+    with migrated_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
         yield url
-        return
-    problem = services.postgres_reachable()
-    if problem:
-        skip_or_fail(problem)
-    url = services.create_postgres_database()
-    try:
-        migrate(url)
-        yield url
-    finally:
-        services.drop_postgres_database(url)
 
 
 @dataclass
@@ -111,45 +93,28 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
         home=home, database_url=e2e_database_url, redis_url=redis_url, batch_size=E2E_BATCH_SIZE, secret_key="e2e"
     )
     make_dirs(settings)
-    env = services.service_env(
-        {
-            "RADBATCH_HOME": str(home),
-            "RADBATCH_DATABASE_URL": e2e_database_url,
-            "RADBATCH_REDIS_URL": redis_url,
-            "RADBATCH_BATCH_SIZE": str(E2E_BATCH_SIZE),
-            "RADBATCH_SECRET_KEY": "e2e",
-            "RADBATCH_WORKER_METRICS_PORT": str(services.free_port()),
-        }
-    )
+    env = stack_env(home, e2e_database_url, redis_url, "e2e", RADBATCH_BATCH_SIZE=str(E2E_BATCH_SIZE))
     engine = make_engine(e2e_database_url)
     sessions = make_session_factory(engine)
-    with session_scope(sessions) as session:
-        user = create_user(session, f"e2e-{home.name}", E2E_PASSWORD)
-        token, user_id, username = add_token(session, user, name="e2e"), user.id, user.username
-    worker_log = home / "logs" / "worker.log"
-    worker = web = None
+    username = f"e2e-{home.name}"
+    token, user_id = user_with_token(sessions, username, E2E_PASSWORD)
     try:
-        worker = services.start_worker(env, worker_log, redis_url)
-        web, base_url = services.start_gunicorn(env, home / "logs" / "web.log")
-        yield Stack(
-            settings=settings,
-            env=env,
-            sessions=sessions,
-            api=services.Api(base_url, token),
-            base_url=base_url,
-            token=token,
-            user_id=user_id,
-            username=username,
-            password=E2E_PASSWORD,
-            redis_url=redis_url,
-            worker=worker,
-            worker_log=worker_log,
-        )
+        with worker_and_web(env, home / "logs", redis_url) as (worker, base_url):
+            yield Stack(
+                settings=settings,
+                env=env,
+                sessions=sessions,
+                api=services.Api(base_url, token),
+                base_url=base_url,
+                token=token,
+                user_id=user_id,
+                username=username,
+                password=E2E_PASSWORD,
+                redis_url=redis_url,
+                worker=worker,
+                worker_log=home / "logs" / "worker.log",
+            )
     finally:
-        if web is not None:
-            services.stop_process(web)
-        if worker is not None:
-            services.stop_process(worker, timeout=60)
         engine.dispose()
 
 

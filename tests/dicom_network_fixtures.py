@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import make_engine, make_session_factory, session_scope
-from db.setup import make_dirs, migrate
-from db.users import add_token, create_user
+from db.session import make_engine, make_session_factory
+from db.setup import make_dirs
 from settings import Settings
 from tests import services
 from tests.dicom_network_helpers import Destination, start_listener
+from tests.stack import migrated_database, stack_env, user_with_token, worker_and_web
 
 ALLOWED_AETS = ("PROBE", "ECHOSCU", "STORESCU", "KILLTEST", "PYNETDICOM")
 
@@ -47,40 +48,33 @@ class NetworkStack:
 def network_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkStack]:
     home = tmp_path_factory.mktemp("dicom-network")
     redis_process, redis_url = services.start_redis(home / "redis")
-    database_url = f"sqlite:///{home / 'radbatch.db'}"
-    migrate(database_url)
-    make_dirs(Settings(home=home, database_url=database_url, secret_key="network"))
     destination = Destination(home / "forwarded")
     dicom_port = services.free_port()
-    engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    with session_scope(sessions) as session:
-        user = create_user(session, "pacs-owner", "network password")
-        token = add_token(session, user, name="network")
-    env = services.service_env(
-        {
-            "RADBATCH_HOME": str(home),
-            "RADBATCH_DATABASE_URL": database_url,
-            "RADBATCH_REDIS_URL": redis_url,
-            "RADBATCH_BATCH_SIZE": "16",
-            "RADBATCH_SECRET_KEY": "network",
-            "RADBATCH_WORKER_METRICS_PORT": str(services.free_port()),
-            "RADBATCH_DICOM_PORT": str(dicom_port),
-            "RADBATCH_DICOM_USER": "pacs-owner",
-            "RADBATCH_DICOM_ALLOWED_AETS": ",".join(ALLOWED_AETS),
-            "RADBATCH_DICOM_FORWARD": destination.address,
-        }
-    )
     logs = home / "logs"
-    started: list[subprocess.Popen] = []
-    try:
-        started.append(services.start_worker(env, logs / "worker.log", redis_url))
+    with ExitStack() as running:
+        running.callback(services.stop_process, redis_process)
+        running.callback(destination.stop)
+        database_url = running.enter_context(migrated_database("sqlite", home))
+        make_dirs(Settings(home=home, database_url=database_url, secret_key="network"))
+        engine = make_engine(database_url)
+        running.callback(engine.dispose)
+        sessions = make_session_factory(engine)
+        token, _ = user_with_token(sessions, "pacs-owner", "network password")
+        env = stack_env(
+            home,
+            database_url,
+            redis_url,
+            "network",
+            RADBATCH_DICOM_PORT=str(dicom_port),
+            RADBATCH_DICOM_USER="pacs-owner",
+            RADBATCH_DICOM_ALLOWED_AETS=",".join(ALLOWED_AETS),
+            RADBATCH_DICOM_FORWARD=destination.address,
+        )
+        _, base_url = running.enter_context(worker_and_web(env, logs, redis_url))
         forwarder = [str(services.BIN / "celery"), "-A", "worker.forwarder", "worker", "-Q", "radbatch-forward"]
         forwarder += ["--pool", "threads", "--concurrency", "2", "--loglevel", "INFO", "-n", "fw@%h"]
         forwarder += ["--without-mingle", "--without-gossip"]
-        started.append(services.start_process(forwarder, env, logs / "forwarder.log"))
-        web, base_url = services.start_gunicorn(env, logs / "web.log")
-        started.append(web)
+        running.callback(services.stop_process, services.start_process(forwarder, env, logs / "forwarder.log"), 60)
         listener_log = logs / "listener.log"
         stack = NetworkStack(
             home=home,
@@ -94,11 +88,5 @@ def network_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkS
             listener=start_listener(env, listener_log),
             listener_log=listener_log,
         )
+        running.callback(lambda: services.stop_process(stack.listener, 60))  # the listener of the moment
         yield stack
-        started.append(stack.listener)
-    finally:
-        for process in reversed(started):
-            services.stop_process(process, timeout=60)
-        destination.stop()
-        engine.dispose()
-        services.stop_process(redis_process)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +10,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, f1_score, roc_auc_score
 
+from tests.conftest import SHARED_DATA, skip_or_fail
 from training.data import load_or_create_split, load_records, patient_split, read_split, split_report
 
 MINI = Path(__file__).parent / "data" / "nih-mini"
-SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih-cxr14-subset"
+SUBSET = SHARED_DATA / "nih-cxr14-subset"
 COMMITTED_SPLIT = Path(__file__).resolve().parents[1] / "training" / "splits" / "nih-cxr14-subset-seed42.csv"
 
 
@@ -36,9 +36,7 @@ def test_loader_reads_nih_layout_and_labels():
 
 def test_committed_split_is_patient_wise_and_reproducible():
     if not SUBSET.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SUBSET} is missing under CI=true")
-        pytest.skip(f"{SUBSET} not found (the shared NIH data sits beside the repo)")
+        skip_or_fail(f"{SUBSET} not found (the shared NIH data: RADBATCH_SHARED_DATA, default ../shared/data)")
     records = load_records(SUBSET)
     committed = read_split(COMMITTED_SPLIT)
     assert_no_patient_in_two_splits(records, committed)

@@ -13,10 +13,7 @@ from sqlalchemy import func, select, text
 
 from db.models import Image, Job
 from db.session import session_scope
-from db.setup import migrate
-from db.users import add_token, create_user
-from tests import services
-from tests.conftest import skip_or_fail
+from tests.stack import migrated_database, user_with_token
 from tests.web_fixtures import png_bytes, upload
 from web import create_app
 
@@ -28,23 +25,12 @@ def any_app(request: pytest.FixtureRequest, web_settings, web_redis) -> Iterator
     """The app on a migrated SQLite file or a fresh PostgreSQL database, and a Bearer header for alice."""
     from dataclasses import replace
 
-    url = web_settings.database_url
-    if request.param == "postgresql":
-        problem = services.postgres_reachable()
-        if problem:
-            skip_or_fail(problem)
-        url = services.create_postgres_database()
-    try:
-        migrate(url)
+    with migrated_database(request.param, web_settings.home) as url:
         app = create_app({"SETTINGS": replace(web_settings, database_url=url), "TESTING": True})
         app.config["PROPAGATE_EXCEPTIONS"] = False  # a failure must show up as the 500 a client would get
-        with session_scope(app.extensions["radbatch_sessions"]) as session:
-            headers = {"Authorization": f"Bearer {add_token(session, create_user(session, 'alice', 'pw'))}"}
-        yield app, headers
+        token, _ = user_with_token(app.extensions["radbatch_sessions"], "alice", "pw")
+        yield app, {"Authorization": f"Bearer {token}"}
         app.extensions["radbatch_engine"].dispose()
-    finally:
-        if request.param == "postgresql":
-            services.drop_postgres_database(url)
 
 
 def stored_files(app: Flask) -> list[str]:
