@@ -37,5 +37,6 @@ DICOM = register(
         read=read,
         prepare=prepare,
         content_is_not="DICOM (no DICM prefix and no DICOM data set at the start)",
+        any_name=True,
     )
 )

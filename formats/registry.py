@@ -1,9 +1,9 @@
 """The file formats radbatch reads, each registered once: how its content is told apart, the reader that turns a
 stored file into a picture for `models.preprocess`, and what ingest stores of it and keeps on its row.
 
-Formats are tried in the order they were registered, by content, never by name: a `.png` that holds DICOM is read
-as DICOM. A new format is one `register` call (see `formats.pillow` and `formats.dicom`); ingest, the worker and
-the image endpoint need no edit.
+Formats are told by content, tried in the order they were registered: a `.png` that holds DICOM is read as DICOM
+(`any_name`), and the picture formats are read under any picture format's name. A new format is one `register` call
+(see `formats.pillow` and `formats.dicom`); ingest, the worker and the image endpoint need no edit.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Format:
     # with a message for the row, or NotAnImage
     prepare: Callable[[bytes, str, bool, object], Prepared]
     content_is_not: str  # "the content of this .x file is not <content_is_not>" when the name promises this format
+    any_name: bool = False  # read whatever the file is called; else only under a name of a format without any_name
 
 
 FORMATS: list[Format] = []
@@ -71,6 +72,15 @@ def detect(head: bytes) -> Format | None:
 def named(extension: str) -> Format | None:
     """The format a file name's extension promises, or None."""
     return next((fmt for fmt in FORMATS if extension in fmt.extensions), None)
+
+
+def accepted(head: bytes, extension: str) -> Format | None:
+    """The format to read a file as, or None. DICOM is read whatever the name; the picture formats only under a
+    picture format's name (a `.jpg` that holds a PNG is read as PNG, a `.txt` that holds one is refused)."""
+    found, promised = detect(head), named(extension)
+    if found is not None and (found.any_name or (promised is not None and not promised.any_name)):
+        return found
+    return None
 
 
 def extensions() -> list[str]:

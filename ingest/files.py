@@ -61,7 +61,7 @@ def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | Non
         return "empty file (0 bytes)"
     if size > max_bytes:
         return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
-    if formats.detect(head) is not None:
+    if formats.accepted(head, extension) is not None:
         return None
     promised = formats.named(extension)
     if promised is None:
@@ -96,7 +96,7 @@ def store_file(incoming: Incoming, job_id: int, settings: Settings, max_bytes: i
     if reason is not None:
         image.status, image.error = ImageStatus.failed, reason
         return image
-    return _store(image, incoming, formats.detect(head), settings)
+    return _store(image, incoming, formats.accepted(head, extension), settings)
 
 
 def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Settings) -> Image | None:
