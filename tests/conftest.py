@@ -119,6 +119,7 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
             "RADBATCH_BATCH_SIZE": str(E2E_BATCH_SIZE),
             "RADBATCH_SECRET_KEY": "e2e",
             "RADBATCH_WORKER_METRICS_PORT": str(services.free_port()),
+            "RADBATCH_WEBHOOK_ALLOW": "127.0.0.1/32",  # the test receivers: a site's own network exception
         }
     )
     engine = make_engine(e2e_database_url)
