@@ -16,7 +16,18 @@ from ingest.files import (
     discard_stored,
     discarded_unless_committed,
 )
-from ingest.instances import held_instance, instance_identity, instance_path
+from ingest.instances import (
+    count_resent,
+    held_copies,
+    identical,
+    identity_problem,
+    instance_identity,
+    instance_path,
+    note_namesake,
+    pixel_bytes,
+    stored_pixels,
+    uid_problem,
+)
 from ingest.queueing import QueueUnavailable, queue_pending
 
 __all__ = [
@@ -28,7 +39,14 @@ __all__ = [
     "clean_text",
     "discard_stored",
     "discarded_unless_committed",
-    "held_instance",
+    "count_resent",
+    "held_copies",
+    "identical",
+    "identity_problem",
+    "note_namesake",
+    "pixel_bytes",
+    "stored_pixels",
+    "uid_problem",
     "instance_identity",
     "instance_path",
     "queue_pending",

@@ -25,7 +25,12 @@ from db.users import add_token, create_user
 from settings import Settings
 from tests import services
 
-pytest_plugins = ["tests.web_fixtures", "tests.browser_fixtures", "tests.dicom_network_fixtures"]
+pytest_plugins = [
+    "tests.web_fixtures",
+    "tests.browser_fixtures",
+    "tests.dicom_network_fixtures",
+    "tests.dicom_listener_fixtures",
+]
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 PIPELINE_IMAGES = TEST_DATA / "pipeline" / "images"
