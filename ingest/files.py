@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Image, ImageStatus
 from ingest.dicom import DicomError, SkippedDicomDir, apply_columns, prepare_dicom
+from ingest.instances import uid_problem
 from models.dicom import looks_like_dicom
 from models.formats import ACCEPTED, DICOM_EXTENSIONS, IMAGE_EXTENSIONS, STORED_EXTENSION, sniff
 from settings import Settings
@@ -27,6 +28,11 @@ from settings import Settings
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_UID_COLUMNS = (
+    ("sop_instance_uid", "SOP Instance UID"),
+    ("series_instance_uid", "Series Instance UID"),
+    ("study_instance_uid", "Study Instance UID"),
+)
 DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
 
 
@@ -128,12 +134,26 @@ def _store_dicom(image: Image, stream: IO[bytes], job_id: int, settings: Setting
     except DicomError as error:
         image.status, image.error = ImageStatus.failed, str(error)
         return image
+    bad_uid = _uid_refusal(prepared.columns)
+    if bad_uid is not None:
+        image.status, image.error = ImageStatus.failed, bad_uid
+        return image
     apply_columns(image, prepared)
     stored_name = uuid.uuid4().hex + ".dcm"
     _write_atomically(io.BytesIO(prepared.stored_bytes), settings.upload_dir / stored_name)
     image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
+
+
+def _uid_refusal(columns: dict) -> str | None:
+    """Why the instance's UIDs cannot be kept (they end up in the SR sent back to the PACS), or None. A missing
+    UID is left to the readers' own checks (the listener and STOW-RS require them)."""
+    for column, name in _UID_COLUMNS:
+        problem = uid_problem(columns[column]) if columns.get(column) else None
+        if problem is not None:
+            return f"its {name} is {problem}: the instance cannot be referenced (PS3.5 9.1)"
+    return None
 
 
 def _write_atomically(stream: IO[bytes], target: Path) -> str:
