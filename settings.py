@@ -61,9 +61,19 @@ class Settings:
     dicom_port: int = 11112  # the DICOM listener (C-STORE SCP, C-ECHO); `python -m listener`
     dicom_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 to let a PACS on another machine in)
     dicom_aet: str = "RADBATCH"  # its AE title
-    dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any
-    dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
+    dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any (loopback only)
+    dicom_user: str = "admin"  # the user who owns the jobs of calling AE titles not in dicom_aet_users (must exist)
+    dicom_aet_users: tuple[str, ...] = ()  # AET=user pairs: that sender's jobs belong to that user (also allowed)
+    dicom_idle_timeout: int = 30  # seconds an association may stay silent before it is aborted
+    dicom_artim_timeout: int = 10  # seconds a connection may wait before its association request (ARTIM)
+    dicom_max_associations: int = 64  # associations at once, in all
+    dicom_max_per_peer: int = 8  # connections at once from one IP address
+    dicom_max_per_aet: int = 8  # associations at once from one calling AE title
     dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
+    webhook_allow: tuple[str, ...] = ()  # non-public networks (CIDR) or host names webhooks may still reach
+    max_open_jobs_per_user: int = 20  # open jobs (still taking files) one user may have at once; 0: no limit
+    max_tokens_per_user: int = 20  # active API tokens one user may have; 0: no limit
+    metrics_token: str | None = field(default=None, repr=False)  # set: GET /metrics needs "Bearer <it>"
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
 
     def __post_init__(self) -> None:

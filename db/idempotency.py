@@ -17,11 +17,20 @@ def find_key(session: Session, user: User, key: str) -> IdempotencyKey | None:
 
 
 def remember_key(
-    session: Session, user: User, key: str, fingerprint: str, status_code: int, response: str, location: str | None
+    session: Session,
+    user: User,
+    key: str,
+    fingerprint: str,
+    status_code: int,
+    response: str,
+    location: str | None,
+    job_id: int | None = None,
 ) -> IdempotencyKey:
-    """Stage the key with its response in the caller's transaction, beside the rows the request created."""
+    """Stage the key with its response in the caller's transaction, beside the rows the request created. The key
+    belongs to `job_id` (the job the request made or filled) and is deleted with it: a purged job is not replayed."""
     row = IdempotencyKey(
         user_id=user.id,
+        job_id=job_id,
         key=key,
         fingerprint=fingerprint,
         status_code=status_code,

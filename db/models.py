@@ -121,6 +121,7 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
+    resent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # identical DICOM received again
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
@@ -137,6 +138,7 @@ class Job(Base):
             "total": self.total,
             "done": self.done,
             "failed": self.failed,
+            "resent": self.resent or 0,
             "created_at": iso(self.created_at),
             "finished_at": iso(self.finished_at),
         }
@@ -268,6 +270,7 @@ class IdempotencyKey(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
+    job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)  # dies with it
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the method, path, form fields and file contents
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[str] = mapped_column(Text)  # the JSON body

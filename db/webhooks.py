@@ -116,14 +116,17 @@ def claim(session: Session, job_id: int, now: datetime) -> JobWebhook | None:
     return session.get(JobWebhook, job_id, populate_existing=True) if claimed else None
 
 
-def record_attempt(session: Session, webhook: JobWebhook, error: str | None, now: datetime) -> float | None:
-    """Store an attempt's outcome; returns the seconds until the next attempt, or None when there is none."""
+def record_attempt(
+    session: Session, webhook: JobWebhook, error: str | None, now: datetime, permanent: bool = False
+) -> float | None:
+    """Store an attempt's outcome; returns the seconds until the next attempt, or None when there is none
+    (delivered, MAX_ATTEMPTS reached, or a `permanent` failure such as a destination that is not allowed)."""
     webhook.attempts += 1
     if error is None:
         webhook.state, webhook.delivered_at, webhook.last_error = WebhookState.delivered, now, None
         return None
     webhook.last_error = error[:500]
-    if webhook.attempts >= MAX_ATTEMPTS:
+    if permanent or webhook.attempts >= MAX_ATTEMPTS:
         webhook.state = WebhookState.failed
         return None
     delay = retry_delay(webhook.attempts)

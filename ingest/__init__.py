@@ -16,7 +16,7 @@ from ingest.files import (
     discard_stored,
     discarded_unless_committed,
 )
-from ingest.instances import held_instance, instance_path
+from ingest.instances import count_resent, held_copies, identical, instance_path, note_namesake, stored_pixels
 from ingest.queueing import QueueUnavailable, queue_pending
 
 __all__ = [
@@ -28,7 +28,11 @@ __all__ = [
     "clean_text",
     "discard_stored",
     "discarded_unless_committed",
-    "held_instance",
+    "count_resent",
+    "held_copies",
+    "identical",
+    "note_namesake",
+    "stored_pixels",
     "instance_path",
     "queue_pending",
     "sync_stored",

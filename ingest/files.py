@@ -20,12 +20,18 @@ from sqlalchemy.orm import Session
 import formats
 from db.models import Image, ImageStatus, join_notes
 from db.text import clean_text
+from dicomio.uids import uid_problem
 from models.preprocess import ACCEPTED, ImageDecodeError
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_UID_COLUMNS = (
+    ("sop_instance_uid", "SOP Instance UID"),
+    ("series_instance_uid", "Series Instance UID"),
+    ("study_instance_uid", "Study Instance UID"),
+)
 
 
 class StorageFull(OSError):
@@ -114,6 +120,10 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
     except ImageDecodeError as error:
         image.status, image.error = ImageStatus.failed, str(error)
         return image
+    bad_uid = _uid_refusal(prepared.columns)
+    if bad_uid is not None:
+        image.status, image.error = ImageStatus.failed, bad_uid
+        return image
     image.set_columns(prepared.columns)
     image.notes = join_notes(prepared.notes)
     stored_name = uuid.uuid4().hex + prepared.extension
@@ -122,6 +132,16 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
     image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
+
+
+def _uid_refusal(columns: dict) -> str | None:
+    """Why the instance's UIDs cannot be kept (they end up in the SR sent back to the PACS), or None. A missing
+    UID is left to the readers' own checks (the listener and STOW-RS require them)."""
+    for column, name in _UID_COLUMNS:
+        problem = uid_problem(columns[column]) if columns.get(column) else None
+        if problem is not None:
+            return f"its {name} is {problem}: the instance cannot be referenced (PS3.5 9.1)"
+    return None
 
 
 def _write_atomically(stream: IO[bytes], target: Path) -> str:

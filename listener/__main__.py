@@ -9,6 +9,7 @@ import threading
 
 from broker import make_celery
 from db.session import make_engine, make_session_factory
+from listener.guard import ListenerConfigError
 from listener.jobs import ListenerUserMissing
 from listener.scp import Listener
 from settings import Settings
@@ -21,7 +22,7 @@ def main() -> int:
     sessions = make_session_factory(make_engine(settings.database_url))
     try:
         listener = Listener(settings, sessions, make_celery(settings))
-    except ListenerUserMissing as error:
+    except (ListenerUserMissing, ListenerConfigError) as error:
         logging.critical("radbatch DICOM listener cannot start: %s", error)
         return 2
     stop = threading.Event()

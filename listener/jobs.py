@@ -51,10 +51,11 @@ def start_job(session: Session, user: User, calling_aet: str, started_at: dateti
     return create_job(session, user, job_name(calling_aet, started_at), is_open=True).id
 
 
-def interrupted_jobs(session: Session, user: User) -> dict[str, int]:
-    """Open listener jobs, by calling AE title (the newest per title): at start-up, no association owns them."""
+def interrupted_jobs(session: Session, user_ids: list[int]) -> dict[str, int]:
+    """Open listener jobs of these users, by calling AE title (the newest per title): at start-up, no association
+    owns them."""
     query = select(Job.id, Job.name).where(
-        Job.user_id == user.id, Job.is_open, Job.status != JobStatus.cancelled, Job.name.startswith(NAME_PREFIX)
+        Job.user_id.in_(user_ids), Job.is_open, Job.status != JobStatus.cancelled, Job.name.startswith(NAME_PREFIX)
     )
     found: dict[str, int] = {}
     for job_id, name in session.execute(query.order_by(Job.id)):

@@ -2,8 +2,9 @@
 
 Every storage SOP class is accepted in every transfer syntax pynetdicom knows (ingest decides what it can
 read and says why on the row). The raw encoded data set is written after its file meta information, as the
-sender encoded it, without decoding it. Calling AE titles outside RADBATCH_DICOM_ALLOWED_AETS are rejected
-at association (reason: calling AE title not recognised).
+sender encoded it, without decoding it. Who may associate, and how many at once, is `listener.guard`. Each job
+belongs to the user RADBATCH_DICOM_AET_USERS maps its calling AE title to (else RADBATCH_DICOM_USER) and is
+audited (`job.create`, with the peer's address). An instance whose UIDs are not UIDs is refused with 0xA900.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
+from pynetdicom.utils import make_target
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.audit import record_event
 from db.models import User
 from dicomio.instances import parse_instance
-from ingest import instance_path
+from dicomio.uids import identity_problem, uid_problem
 from listener import jobs
-from listener.storing import OUT_OF_RESOURCES, SUCCESS, queue_quietly, store_instance
+from listener.guard import Guard, GuardedServer, aet_users, allowed_aets, check_exposure
+from listener.storing import DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS, queue_quietly, store_instance
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -57,27 +61,33 @@ class Listener:
         self.settings, self.sessions, self.client = settings, sessions, client
         self._lock = threading.Lock()
         self._jobs: dict[Association, int] = {}
+        check_exposure(settings)
         with sessions() as session:
-            user = jobs.listener_user(session, settings.dicom_user)
-            self._user_id = user.id
-            self._interrupted = jobs.interrupted_jobs(session, user)
+            self._user_id = jobs.listener_user(session, settings.dicom_user).id
+            self._users = {aet: jobs.listener_user(session, name).id for aet, name in aet_users(settings).items()}
+            self._interrupted = jobs.interrupted_jobs(session, [self._user_id, *self._users.values()])
         if self._interrupted:
             logger.warning("jobs cut off by a previous listener, waiting for their senders: %s", self._interrupted)
         self._resume_timer = threading.Timer(RESUME_WINDOW_S, self.close_interrupted)
         self._resume_timer.daemon = True
         self.ae = self._make_ae()
+        self.guard = Guard(settings)
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.settings.dicom_aet)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        if self.settings.dicom_allowed_aets:
-            ae.require_calling_aet = list(self.settings.dicom_allowed_aets)
+        ae.require_calling_aet = allowed_aets(self.settings)
+        ae.require_called_aet = True
+        ae.acse_timeout = self.settings.dicom_artim_timeout
+        ae.network_timeout = self.settings.dicom_idle_timeout
+        ae.maximum_associations = self.settings.dicom_max_associations
         return ae
 
     def handlers(self) -> list[tuple]:
         return [
+            *self.guard.handlers(),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_RELEASED, self.on_end),
@@ -85,12 +95,19 @@ class Listener:
             (evt.EVT_CONN_CLOSE, self.on_end),
         ]
 
-    def serve(self, block: bool = True):
+    def serve(self, block: bool = True) -> GuardedServer:
         """Listen on RADBATCH_DICOM_HOST:RADBATCH_DICOM_PORT; with block=False return the server (tests)."""
         self._resume_timer.start()
         address = (self.settings.dicom_host, self.settings.dicom_port)
         logger.info("DICOM listener %s on %s:%d", self.settings.dicom_aet, *address)
-        return self.ae.start_server(address, block=block, evt_handlers=self.handlers())
+        server_class = type("Server", (GuardedServer,), {"max_per_peer": self.settings.dicom_max_per_peer})
+        server = self.ae.make_server(address, evt_handlers=self.handlers(), server_class=server_class)
+        self.ae._servers.append(server)  # so that AE.shutdown() stops it, as for AE.start_server
+        if block:
+            server.serve_forever()
+        else:
+            threading.Thread(target=make_target(server.serve_forever), name="DicomListener", daemon=True).start()
+        return server
 
     def on_echo(self, event: evt.Event) -> int:
         logger.info("C-ECHO from %s", event.assoc.requestor.ae_title)
@@ -107,8 +124,9 @@ class Listener:
                     job_id = resumed
                     logger.info("%s continues job %d, cut off by a previous listener", calling_aet, job_id)
                 else:
-                    user = session.get(User, self._user_id)
+                    user = session.get(User, self._users.get(calling_aet, self._user_id))
                     job_id = jobs.start_job(session, user, calling_aet, datetime.now(timezone.utc))
+                    record_event(session, "job.create", user, job_id, assoc.requestor.address, {"via": "dicom"})
                     session.commit()
                     logger.info("association from %s: job %d", calling_aet, job_id)
             self._jobs[assoc] = job_id
@@ -122,10 +140,19 @@ class Listener:
             return _status(OUT_OF_RESOURCES, "database unavailable")
         data = part10_bytes(event)
         instance = parse_instance(data)  # the one parse: ingest stores what it made of the file
-        path = instance_path(instance.identity[2], str(event.request.AffectedSOPInstanceUID))
-        outcome = store_instance(self.sessions, self.settings, self.client, job_id, path, data, instance.parsed)
+        identity = instance.identity
+        problem = identity_problem(identity)
+        affected = str(event.request.AffectedSOPInstanceUID or "")
+        if problem is None and uid_problem(affected) is not None:
+            problem = f"Affected SOP Instance UID {uid_problem(affected)}"
+        if problem is not None:
+            logger.warning("job %d: refused an instance with a bad UID: %s", job_id, problem)
+            return _status(DOES_NOT_MATCH, problem)
+        outcome = store_instance(
+            self.sessions, self.settings, self.client, job_id, (identity[2], identity[1]), data, instance.parsed
+        )
         if outcome.status != SUCCESS:
-            logger.warning("job %d: %s answered 0x%04X (%s)", job_id, path, outcome.status, outcome.comment)
+            logger.warning("job %d: %s answered 0x%04X (%s)", job_id, identity[1], outcome.status, outcome.comment)
         return _status(outcome.status, outcome.comment)
 
     def on_end(self, event: evt.Event) -> None:

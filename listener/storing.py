@@ -5,10 +5,13 @@
   sender will send it again.
 - **Cannot understand (0xC000)** when ingest refused the file (its row carries the reason) or the job no longer
   accepts files (cancelled meanwhile): sending it again would not help.
+- **Data set does not match SOP class (0xA900)** when a UID that names the instance (SOP Class, SOP Instance,
+  Study Instance) is not a valid UID (PS3.5 9.1): nothing is stored and no row is made.
 
 Instances are recognised by their SOP Instance UID within the job (`ingest.instances`): an instance the job
-already holds is answered with success and not stored again. A sender that resends what a dead listener never
-acknowledged (see `listener.jobs`) therefore adds each instance once.
+already holds with the same bytes is answered with success, logged and counted on the job, and not stored
+again. A sender that resends what a dead listener never acknowledged (see `listener.jobs`) therefore adds each
+instance once. Other content under a UID the job holds is stored as an image of its own, with a note.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from ingest import (
     Incoming,
     QueueUnavailable,
     add_files,
+    count_resent,
     discarded_unless_committed,
-    held_instance,
+    held_copies,
+    identical,
+    instance_path,
+    note_namesake,
     queue_pending,
+    stored_pixels,
     sync_stored,
 )
 from listener.jobs import accepting
@@ -39,6 +47,7 @@ logger = logging.getLogger(__name__)
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+DOES_NOT_MATCH = 0xA900  # "data set does not match SOP class": here, a UID that is not one
 
 
 @dataclass(frozen=True)
@@ -49,14 +58,29 @@ class Outcome:
     duplicate: bool = False
 
 
-def _store(session: Session, settings: Settings, job_id: int, path: str, data: bytes, parsed: object) -> Outcome:
+def _store(
+    session: Session, settings: Settings, job_id: int, identity: tuple[str, str], data: bytes, parsed: object
+) -> Outcome:
+    study, sop_instance = identity
     if not accepting(session, job_id):
         return Outcome(CANNOT_UNDERSTAND, f"job {job_id} no longer accepts files (closed or cancelled)")
-    held = held_instance(session, job_id, path)
-    if held is not None:
-        return Outcome(SUCCESS, image_id=held, duplicate=True)
+    held = held_copies(session, job_id, study, sop_instance)
+    same = identical(held, data)
+    if same is not None:
+        count_resent(session, job_id)
+        session.commit()
+        logger.info(
+            "job %d: an instance identical to image %d was received again; not stored twice", job_id, same.image_id
+        )
+        return Outcome(SUCCESS, image_id=same.image_id, duplicate=True)
+    path = instance_path(study, sop_instance, copy=len(held) + 1)
     images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data), parsed=parsed)], settings)
     with discarded_unless_committed(session, images, settings.upload_dir):
+        if held and images:
+            note_namesake(images[0], held[0].image_id, stored_pixels(settings.upload_dir, held[0]), data)
+            logger.warning(
+                "job %d: image %d reuses the SOP Instance UID of image %d", job_id, images[0].id, held[0].image_id
+            )
         sync_stored(images, settings.upload_dir)
         refresh_job(session, job_id)
         session.commit()
@@ -73,15 +97,16 @@ def store_instance(
     settings: Settings,
     client: Celery,
     job_id: int,
-    path: str,
+    identity: tuple[str, str],
     data: bytes,
     parsed: object = None,
 ) -> Outcome:
-    """Store one Part 10 file in the job, commit, then queue the job's full batches. `parsed` is what
-    `dicomio.instances.parse_instance` made of it, if the caller parsed it already."""
+    """Store one Part 10 file, `identity` (Study Instance UID, SOP Instance UID), in the job, commit, then queue the
+    job's full batches. `parsed` is what `dicomio.instances.parse_instance` made of it, if the caller parsed it."""
+    path = instance_path(*identity)
     try:
         with sessions() as session:
-            outcome = _store(session, settings, job_id, path, data, parsed)
+            outcome = _store(session, settings, job_id, identity, data, parsed)
     except OSError as error:
         logger.error("job %s: could not store %s: %s", job_id, path, error)
         return Outcome(OUT_OF_RESOURCES, f"storage failed: {error.strerror or error}")

@@ -25,7 +25,12 @@ from settings import Settings
 from tests import services
 from tests.stack import migrated_database, skip_or_fail, stack_env, user_with_token, worker_and_web
 
-pytest_plugins = ["tests.web_fixtures", "tests.browser_fixtures", "tests.dicom_network_fixtures"]
+pytest_plugins = [
+    "tests.web_fixtures",
+    "tests.browser_fixtures",
+    "tests.dicom_network_fixtures",
+    "tests.dicom_listener_fixtures",
+]
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 PIPELINE_IMAGES = TEST_DATA / "pipeline" / "images"
@@ -93,7 +98,14 @@ def e2e_stack(e2e_database_url: str, redis_url: str, tmp_path_factory: pytest.Te
         home=home, database_url=e2e_database_url, redis_url=redis_url, batch_size=E2E_BATCH_SIZE, secret_key="e2e"
     )
     make_dirs(settings)
-    env = stack_env(home, e2e_database_url, redis_url, "e2e", RADBATCH_BATCH_SIZE=str(E2E_BATCH_SIZE))
+    env = stack_env(
+        home,
+        e2e_database_url,
+        redis_url,
+        "e2e",
+        RADBATCH_BATCH_SIZE=str(E2E_BATCH_SIZE),
+        RADBATCH_WEBHOOK_ALLOW="127.0.0.1/32",  # the test receivers: a site's own network exception
+    )
     engine = make_engine(e2e_database_url)
     sessions = make_session_factory(engine)
     username = f"e2e-{home.name}"

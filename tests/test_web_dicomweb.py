@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from sqlalchemy import func, select
 
+from db.models import Image, Job
+from db.session import session_scope
 from tests.dicom_network_helpers import write_dicom_folder
 
 BOUNDARY = "radbatch-test-boundary"
@@ -58,4 +62,66 @@ def test_stow_answers_the_store_instances_response(web_client, web_token, instan
     failures = [item.FailureReason for item in answer.FailedSOPSequence]
     assert (response.status_code, stored, failures) == (202, [sop_instance_uid], [0xC000])
     job = web_client.get(response.headers["Location"], headers=web_token("alice")).get_json()
-    assert (job["total"], job["is_open"]) == (2, False)
+    assert (job["total"], job["is_open"]) == (1, False)  # the part that is not DICOM got no row
+    assert "part 2: the content of this .dcm file is not DICOM" in response.headers["Warning"]
+
+
+def _counts(web_db) -> tuple[int, int]:
+    with session_scope(web_db) as session:
+        return session.scalar(select(func.count(Job.id))), session.scalar(select(func.count(Image.id)))
+
+
+def _post(web_client, headers, data: bytes):
+    return web_client.post("/dicomweb/studies", data=data, content_type=RELATED, headers=headers)
+
+
+def test_stow_has_the_upload_apis_limits_and_refuses_junk_before_any_row(web_app, web_client, web_token, web_db):
+    headers = web_token("alice")
+    many = _post(web_client, headers, body(*[b"x"] * 50_000))  # the 550 KB body of 50,000 parts
+    assert many.status_code == 413 and "at most 5000 instances per request" in many.get_json()["message"]
+    junk = _post(web_client, headers, body(b"", b"x", b"not dicom at all"))
+    assert junk.status_code == 409 and "Location" not in junk.headers
+    assert "part 1: empty file (0 bytes)" in junk.headers["Warning"]
+    failures = pydicom.Dataset.from_json(junk.get_json()).FailedSOPSequence
+    assert [item.FailureReason for item in failures] == [0xC000] * 3
+    web_app.config["MAX_CONTENT_LENGTH"] = 1000
+    assert _post(web_client, headers, body(b"x" * 2000)).status_code == 413
+    assert _counts(web_db) == (0, 0)
+
+
+@pytest.mark.parametrize("uid", ["../../../../x/PWNED<x>", "1.2.03", "1.2..3", "1." + "2" * 64])
+def test_stow_refuses_an_invalid_uid_with_the_reason(web_client, web_token, web_db, instance: bytes, uid: str):
+    dataset = pydicom.dcmread(pydicom.filebase.DicomBytesIO(instance))
+    dataset.SOPInstanceUID = uid
+    buffer = pydicom.filebase.DicomBytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    response = _post(web_client, web_token("alice"), body(buffer.getvalue()))
+    assert response.status_code == 409 and "part 1: SOP Instance UID" in response.headers["Warning"]
+    (failure,) = pydicom.Dataset.from_json(response.get_json()).FailedSOPSequence
+    assert failure.FailureReason == 0xA900 and not failure.ReferencedSOPInstanceUID  # the bad value is not echoed
+    assert _counts(web_db) == (0, 0)
+
+
+def test_stow_keeps_a_namesake_with_a_note_and_counts_a_repeat(web_client, web_token, web_db, instance: bytes):
+    dataset = pydicom.dcmread(pydicom.filebase.DicomBytesIO(instance))
+    dataset.PixelData = (255 - np.frombuffer(dataset.PixelData, dtype=np.uint8)).tobytes()
+    buffer = pydicom.filebase.DicomBytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    response = _post(web_client, web_token("alice"), body(instance, instance, buffer.getvalue()))
+    assert response.status_code == 200
+    job = web_client.get(response.headers["Location"], headers=web_token("alice")).get_json()
+    assert (job["total"], job["resent"]) == (2, 1)
+    with session_scope(web_db) as session:
+        first, second = session.execute(select(Image.id, Image.notes).order_by(Image.id)).all()
+    assert f"same SOP Instance UID as image {first.id}, different pixels" in second.notes
+
+
+def test_an_upload_with_an_invalid_uid_is_refused_on_its_row(web_client, web_token, instance: bytes) -> None:
+    dataset = pydicom.dcmread(pydicom.filebase.DicomBytesIO(instance))
+    dataset.SeriesInstanceUID = "1.2.840.x<script>"
+    buffer = pydicom.filebase.DicomBytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    files = [(pydicom.filebase.DicomBytesIO(buffer.getvalue()), "bad.dcm")]
+    job = web_client.post("/api/v1/jobs", data={"files": files}, headers=web_token("alice")).get_json()
+    rows = web_client.get(f"/api/v1/jobs/{job['id']}/results", headers=web_token("alice")).get_json()["results"]
+    assert job["failed"] == 1 and "Series Instance UID is not a UID" in rows[0]["error"]

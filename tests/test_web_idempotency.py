@@ -100,3 +100,19 @@ def test_stored_files_carry_their_sha256_so_a_client_can_resume(web_client, web_
     assert bad.status_code == 400 and "64 hexadecimal digits" in bad.get_json()["message"]
     other = web_client.get(f"/api/v1/jobs/{job['id']}/files", headers=web_token("bob"))
     assert other.status_code == 404
+
+
+def test_a_purged_jobs_key_is_gone_with_it(web_client, web_token, web_db) -> None:
+    """Replaying a key after a purge made a new job, not the purged one and its old webhook secret."""
+    headers = web_token("alice") | {"Idempotency-Key": "purged-1"}
+    form = {"files": chunk((7,)), "webhook_url": "https://hooks.example.org/h"}
+    first = web_client.post("/api/v1/jobs", data=form, headers=headers).get_json()
+    with session_scope(web_db) as session:
+        assert session.scalar(select(IdempotencyKey.job_id).where(IdempotencyKey.key == "purged-1")) == first["id"]
+    assert web_client.delete(f"/api/v1/jobs/{first['id']}?purge=true", headers=headers).status_code == 200
+    with session_scope(web_db) as session:
+        assert session.scalar(select(func.count(IdempotencyKey.id))) == 0
+    again = web_client.post("/api/v1/jobs", data={**form, "files": chunk((7,))}, headers=headers)
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert again.get_json()["id"] != first["id"]
+    assert again.get_json()["webhook"]["secret"] != first["webhook"]["secret"]

@@ -53,7 +53,7 @@ def _rows(sessions, job_id: int) -> dict[str, int]:
 def test_purge_removes_files_and_rows_and_leaves_an_audit_row(web_client, web_token, web_settings, web_db):
     headers = web_token("alice")
     paths = ["ward/a.png", "ward/b.png", "ward/c.png"]
-    job_id = create_job(web_client, headers, paths, webhook_url="http://127.0.0.1:9/hook")
+    job_id = create_job(web_client, headers, paths, webhook_url="https://hooks.example.org/hook")
     keep_id = create_job(web_client, headers, ["other/a.png"])
     predict(web_db, job_id, {path: (0.2, 0.7) for path in paths})
     labels = {"file": (io.BytesIO(b"path,label\na.png,healthy\nb.png,disease\n"), "labels.csv")}

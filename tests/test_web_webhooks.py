@@ -27,6 +27,16 @@ def _create(client, headers, **form):
         ({"webhook_url": "https://example.org:99999/"}, "not a valid URL"),
         ({"webhook_url": "https://example.org/", "webhook_secret": "short"}, "16 to 128 printable characters"),
         ({"webhook_secret": "a-long-enough-secret"}, "without webhook_url"),
+        ({"webhook_url": "https://user:pw@hooks.example.org/"}, "must not carry credentials"),
+        ({"webhook_url": "https://token@hooks.example.org/"}, "must not carry credentials"),
+        ({"webhook_url": "http://127.0.0.1:6379/"}, "not a public address"),
+        ({"webhook_url": "http://0.0.0.0:11112/"}, "not a public address"),
+        ({"webhook_url": "http://[::1]:5000/"}, "not a public address"),
+        ({"webhook_url": "http://[::ffff:127.0.0.1]/"}, "not a public address"),
+        ({"webhook_url": "http://169.254.169.254/latest/meta-data/"}, "not a public address"),
+        ({"webhook_url": "http://10.0.0.5/h"}, "not a public address"),
+        ({"webhook_url": "http://224.0.0.1/h"}, "not a public address"),
+        ({"webhook_url": "http://LocalHost.:9540/"}, "is this machine"),
     ],
 )
 def test_bad_webhook_settings_are_refused_and_store_nothing(web_client, web_token, web_settings, form, message):
@@ -57,7 +67,11 @@ def test_a_webhook_is_stored_with_its_secret_and_due_once_the_job_finishes(web_c
     chosen = "my-own-secret-0123456789"
     refused_only = web_client.post(
         "/api/v1/jobs",
-        data={"files": [upload("h/notes.txt", b"text")], "webhook_url": "http://10.0.0.5/h", "webhook_secret": chosen},
+        data={
+            "files": [upload("h/notes.txt", b"text")],
+            "webhook_url": "https://hooks.example.org/h",
+            "webhook_secret": chosen,
+        },
         headers=headers,
     ).get_json()
     assert refused_only["status"] == "failed" and refused_only["webhook"]["secret"] == chosen

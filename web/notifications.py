@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 from flask import abort
 from sqlalchemy.orm import Session
 
+from broker.destinations import BlockedDestination, DestinationPolicy
 from db.webhooks import add_webhook
+from web.extensions import get_settings
 
 MAX_URL = 2048
 
@@ -31,6 +33,12 @@ def checked_url(raw: str) -> str:
         abort(400, f"webhook_url is not a valid URL: {error}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         abort(400, f"webhook_url must start with http:// or https:// and name a host; got {url[:80]!r}")
+    if parts.username is not None or parts.password is not None:
+        abort(400, "webhook_url must not carry credentials (user:password@); receivers check the signature header")
+    try:
+        DestinationPolicy.from_setting(get_settings().webhook_allow).check_literal(parts.hostname)
+    except BlockedDestination as error:
+        abort(400, f"webhook_url: {error}")
     return url
 
 

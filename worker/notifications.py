@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.destinations import BlockedDestination, DestinationPolicy
 from db.models import Job, iso, utcnow
 from db.session import session_scope
 from db.webhooks import JobWebhook, claim, record_attempt
+from worker import process
+from worker.webhook_transport import blocked, failure_text, guarded_session
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,12 @@ def payload(job: Job) -> bytes:
     return json.dumps({"event": "job.finished", "sent_at": iso(utcnow()), "job": job.to_dict()}).encode()
 
 
-def post(url: str, secret: str, job_id: int, body: bytes) -> str | None:
-    """POST the body; None on a 2xx answer, else why not (no response body: it is the receiver's)."""
+def post(url: str, secret: str, job_id: int, body: bytes, policy: DestinationPolicy) -> tuple[str | None, bool]:
+    """POST the body: (None, False) on a 2xx answer, else (why not, whether retrying is pointless).
+
+    Only where the policy allows (`broker.destinations`), checked on every connection; redirects are not
+    followed; the reason never quotes the receiver's answer (its status code only).
+    """
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "radbatch-webhook",
@@ -55,12 +62,17 @@ def post(url: str, secret: str, job_id: int, body: bytes) -> str | None:
         SIGNATURE_HEADER: sign(secret, body),
     }
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=TIMEOUTS_S, allow_redirects=False)
+        with guarded_session(policy) as session:
+            response = session.post(url, data=body, headers=headers, timeout=TIMEOUTS_S, allow_redirects=False)
+    except BlockedDestination as error:
+        return str(error), True
     except requests.RequestException as error:
-        return f"{type(error).__name__}: {error}"
+        return failure_text(error), blocked(error)
     if 200 <= response.status_code < 300:
-        return None
-    return f"HTTP {response.status_code} {response.reason or ''}".strip()
+        return None, False
+    if 300 <= response.status_code < 400:
+        return f"HTTP {response.status_code}: a redirect, which webhooks do not follow; give the final URL", False
+    return f"HTTP {response.status_code}", False
 
 
 def deliver(factory: sessionmaker[Session], job_id: int) -> Attempt:
@@ -71,12 +83,13 @@ def deliver(factory: sessionmaker[Session], job_id: int) -> Attempt:
         if webhook is None or job is None:
             return Attempt(sent=False)
         url, secret, body = webhook.url, webhook.secret, payload(job)
-    error = post(url, secret, job_id, body)
+    policy = DestinationPolicy.from_setting(process.settings().webhook_allow)
+    error, permanent = post(url, secret, job_id, body, policy)
     with session_scope(factory) as session:
         webhook = session.get(JobWebhook, job_id)
         if webhook is None:  # the job was purged meanwhile
             return Attempt(sent=True, error=error)
-        retry_in = record_attempt(session, webhook, error, utcnow())
+        retry_in = record_attempt(session, webhook, error, utcnow(), permanent)
         attempts, state = webhook.attempts, webhook.state.value
     if error is None:
         log.info("webhook of job %d delivered (attempt %d)", job_id, attempts)

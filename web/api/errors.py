@@ -55,7 +55,7 @@ def _message(error: HTTPException) -> str:
             f"CSRF check failed ({error.description.rstrip('.')}); cookie sessions must send the X-CSRFToken header, "
             "API clients should use 'Authorization: Bearer <token>'"
         )
-    if isinstance(error, RequestEntityTooLarge):
+    if isinstance(error, RequestEntityTooLarge) and error.description == RequestEntityTooLarge.description:
         return _too_large_message()
     if isinstance(error, InternalServerError):
         return "internal server error; the server log has the details"

@@ -6,7 +6,8 @@ both exist or neither. A retry with the same key and the same request gets the s
 `Idempotent-Replayed: true`); the same key with a different request is refused with 422. Of two requests racing
 with one key, the second to commit hits the unique (user, key) constraint, rolls back, deletes the files it
 stored and answers with the first one's response. Only successful responses are stored: a failed request
-created nothing, so its retry simply runs again. Keys are kept for 24 hours (`db.idempotency.KEEP_FOR`).
+created nothing, so its retry simply runs again. Keys are kept for 24 hours (`db.idempotency.KEEP_FOR`), and are
+deleted with the job they made or filled (a purged job is never replayed).
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def commit_once(
-    session: Session, body: dict, status: int, location: str | None = None, stored_files: Iterable[Path] = ()
+    session: Session,
+    body: dict,
+    status: int,
+    location: str | None = None,
+    stored_files: Iterable[Path] = (),
+    job_id: int | None = None,
 ) -> None:
     """Commit the request's rows; under an `Idempotency-Key`, together with the key and the response `body`."""
     pending = g.get("idempotency")
@@ -103,7 +109,7 @@ def commit_once(
         session.commit()
         return
     key, request_fingerprint = pending
-    remember_key(session, g.user, key, request_fingerprint, status, json.dumps(body), location)
+    remember_key(session, g.user, key, request_fingerprint, status, json.dumps(body), location, job_id)
     files = list(stored_files)
     try:
         session.commit()

@@ -77,7 +77,7 @@ def _store(job: Job, files: list[Incoming], body: dict, status: int, location: s
     images = add_files_or_507(db, job.id, files, settings)
     with discarded_unless_committed(db, images, settings.upload_dir):
         refresh_job(db, job.id)
-        commit_once(db, job.to_dict() | body, status, location, _stored_paths(images))
+        commit_once(db, job.to_dict() | body, status, location, _stored_paths(images), job.id)
 
 
 def _default_name(files: list[Incoming]) -> str:

@@ -29,11 +29,18 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def split_parts(body: bytes, boundary: str) -> list[Part]:
+class TooManyParts(MultipartError):
+    """More parts than the caller allows; counted before any part is read."""
+
+
+def split_parts(body: bytes, boundary: str, max_parts: int | None = None) -> list[Part]:
     """The parts between the boundaries; raises MultipartError if the closing boundary or a part's header end is
-    missing."""
+    missing, TooManyParts (before splitting anything) if there are more than `max_parts`."""
     delimiter = b"\r\n--" + boundary.encode("latin-1")
-    chunks = (b"\r\n" + body).split(delimiter)
+    framed = b"\r\n" + body
+    if max_parts is not None and framed.count(delimiter) > max_parts + 1:  # the closing delimiter is one more
+        raise TooManyParts(f"more than {max_parts} parts")
+    chunks = framed.split(delimiter)
     if len(chunks) < 2:
         raise MultipartError(f"the body has no part delimited by the boundary {boundary!r}")
     parts = []

@@ -3,12 +3,22 @@
 One request becomes one job (closed, its images queued), stored through the one ingest path like every upload.
 The answer is the PS3.18 store-instances response (`application/dicom+json`): ReferencedSOPSequence for the
 instances stored, FailedSOPSequence (with FailureReason) for those refused; 200 if every instance was stored,
-202 if some were, 409 if none was. `Location` names the job in the REST API.
+202 if some were, 409 if none was, each refusal's reason also in a `Warning: 299` header. `Location` names the
+job in the REST API.
+
+The limits are the upload API's: the request body (MAX_CONTENT_LENGTH, a 413) and its parts (MAX_FORM_PARTS,
+counted before any part is read, a 413). Parts that are empty, not DICOM (by content) or not
+`application/dicom`, and instances whose SOP Class, SOP Instance or Study Instance UID is not a valid UID
+(FailureReason 0xA900), are refused before any row is made; when nothing is left, no job is made either. The
+same instance twice in one request is stored once and counted on the job (`resent`); another instance under the
+same SOP Instance UID is kept as its own image, with a note.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from io import BytesIO
 
@@ -18,23 +28,40 @@ from pydicom.dataset import Dataset
 from db.jobs import create_job, refresh_job
 from db.models import Image, ImageStatus
 from dicomio.instances import parse_instance
+from dicomio.uids import identity_problem, pixel_bytes
+from formats import DETECTION_BYTES
 from ingest import (
     Incoming,
     QueueUnavailable,
+    count_resent,
     discarded_unless_committed,
     instance_path,
+    note_namesake,
     queue_pending,
     sync_stored,
 )
+from ingest.files import refusal
 from web.api.errors import add_files_or_507
 from web.audit import audit
 from web.dicomweb import bp
-from web.dicomweb.multipart import MultipartError, Part, split_parts
+from web.dicomweb.multipart import MultipartError, Part, TooManyParts, split_parts
 from web.extensions import celery_client, get_db, get_settings
 
 logger = logging.getLogger(__name__)
 DICOM = "application/dicom"
 CANNOT_UNDERSTAND = 0xC000  # FailureReason: the instance was refused (its row in the job says why)
+BAD_UID = 0xA900  # FailureReason: "data set does not match SOP class"; here, a UID that is not one
+
+
+@dataclass
+class Received:
+    """One part to store: its identity, where it goes, and the first part it shares a SOP Instance UID with."""
+
+    sop_class: str
+    sop_instance: str
+    incoming: Incoming
+    data: bytes
+    namesake_of: Received | None = None
 
 
 def _parts() -> list[Part]:
@@ -46,8 +73,11 @@ def _parts() -> list[Part]:
     boundary = request.mimetype_params.get("boundary")
     if not boundary:
         abort(400, "the Content-Type has no boundary parameter")
+    limit = current_app.config["MAX_FORM_PARTS"]
     try:
-        parts = split_parts(request.get_data(cache=False), boundary.strip('"'))
+        parts = split_parts(request.get_data(cache=False), boundary.strip('"'), max_parts=limit)
+    except TooManyParts:
+        abort(413, f"more than {limit} parts in one request; send at most {limit} instances per request")
     except MultipartError as error:
         abort(400, f"malformed multipart body: {error}")
     if not parts:
@@ -57,18 +87,65 @@ def _parts() -> list[Part]:
 
 def _referenced(sop_class: str, sop_instance: str, failure: int | None = None) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID = sop_class or None
-    item.ReferencedSOPInstanceUID = sop_instance or None
+    item.ReferencedSOPClassUID = sop_class if failure != BAD_UID and sop_class else None
+    item.ReferencedSOPInstanceUID = sop_instance if failure != BAD_UID and sop_instance else None
     if failure is not None:
         item.FailureReason = failure
     return item
 
 
-def _store(files: list[Incoming], name: str) -> tuple[int, list[Image]]:
+def _sort(parts: list[Part], max_bytes: int) -> tuple[list[Received], list[Dataset], list[str], int]:
+    """The parts to store, the refused ones (no row), why they were refused, and how many were repeats."""
+    received: list[Received] = []
+    by_uid: dict[str, list[Received]] = {}
+    seen: set[bytes] = set()
+    failures: list[Dataset] = []
+    reasons: list[str] = []
+    repeats = 0
+    for number, part in enumerate(parts, start=1):
+        why = refusal(".dcm", part.content[:DETECTION_BYTES], len(part.content), max_bytes)
+        if why is None and part.content_type not in ("", DICOM):
+            why = f"its Content-Type is {part.content_type[:60]}, not {DICOM}"
+        if why is not None:
+            failures.append(_referenced("", "", CANNOT_UNDERSTAND))
+            reasons.append(f"part {number}: {why}")
+            continue
+        instance = parse_instance(part.content)  # the one parse: ingest stores what it made of the part
+        sop_class, sop_instance, study = identity = instance.identity
+        problem = identity_problem(identity)
+        if problem is not None:
+            failures.append(_referenced(sop_class, sop_instance, BAD_UID))
+            reasons.append(f"part {number}: {problem}")
+            continue
+        digest = hashlib.sha256(part.content).digest()
+        if digest in seen:
+            repeats += 1  # the same instance twice in one request is stored once
+            continue
+        seen.add(digest)
+        namesakes = by_uid.setdefault(sop_instance, [])
+        path = instance_path(study, sop_instance, copy=len(namesakes) + 1)
+        incoming = Incoming(path=path, stream=BytesIO(part.content), parsed=instance.parsed)
+        item = Received(sop_class, sop_instance, incoming, part.content)
+        item.namesake_of = namesakes[0] if namesakes else None
+        namesakes.append(item)
+        received.append(item)
+    return received, failures, reasons, repeats
+
+
+def _store(received: list[Received], repeats: int, name: str) -> tuple[int, list[Image | None]]:
     db, settings = get_db(), get_settings()
     job = create_job(db, g.user, name, is_open=False)
-    images = add_files_or_507(db, job.id, files, settings)
+    images = add_files_or_507(db, job.id, [item.incoming for item in received], settings)
+    by_path = {image.path: image for image in images}
+    stored = [by_path.get(item.incoming.path) for item in received]
     with discarded_unless_committed(db, images, settings.upload_dir):
+        for item, image in zip(received, stored):
+            first = by_path.get(item.namesake_of.incoming.path) if item.namesake_of else None
+            if image is not None and first is not None:
+                note_namesake(image, first.id, pixel_bytes(item.namesake_of.data), item.data)
+        if repeats:
+            count_resent(db, job.id, repeats)
+            logger.info("STOW-RS job %s: %d instances sent twice in the request, stored once", job.id, repeats)
         sync_stored(images, settings.upload_dir)
         refresh_job(db, job.id)
         audit("job.create", job.id, files=len(images))
@@ -77,43 +154,39 @@ def _store(files: list[Incoming], name: str) -> tuple[int, list[Image]]:
         queue_pending(db, celery_client(), job.id, settings.batch_size, full_batches_only=False)
     except QueueUnavailable as error:  # stored and committed; the recovery sweep sends them
         logger.warning("STOW-RS job %s: %s", job.id, error)
-    return job.id, images
+    return job.id, stored
+
+
+def _warning(reasons: list[str]) -> str:
+    shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+    return '299 radbatch "' + shown.replace('"', "'")[:1000] + '"'
 
 
 @bp.post("/studies")
 def store_instances() -> Response:
-    files: list[Incoming] = []
-    identities: list[tuple[str, str]] = []
-    failures: list[Dataset] = []
-    for index, part in enumerate(_parts()):
-        instance = parse_instance(part.content)  # the one parse: ingest stores what it made of the part
-        sop_class, sop_instance, study = instance.identity
-        if part.content_type not in ("", DICOM):
-            failures.append(_referenced(sop_class, sop_instance, CANNOT_UNDERSTAND))
-            continue
-        path = instance_path(study, sop_instance) if sop_instance else f"part-{index + 1}.dcm"
-        if sop_instance and (sop_class, sop_instance) in identities:
-            continue  # the same instance twice in one request is stored once
-        files.append(Incoming(path=path, stream=BytesIO(part.content), parsed=instance.parsed))
-        identities.append((sop_class, sop_instance))
-    started = datetime.now(timezone.utc)
-    job_id, images = _store(files, f"STOW-RS from {g.user.username} at {started:%Y-%m-%d %H:%M:%S} UTC")
+    received, failures, reasons, repeats = _sort(_parts(), get_settings().max_file_mb * 2**20)
     referenced = []
-    by_path = {image.path: image for image in images}
-    for incoming, (sop_class, sop_instance) in zip(files, identities):
-        image = by_path.get(incoming.path)
-        if image is None or image.status == ImageStatus.failed:  # no row: a DICOMDIR, an index and not an image
-            failures.append(_referenced(sop_class, sop_instance, CANNOT_UNDERSTAND))
-        else:
-            referenced.append(_referenced(sop_class, sop_instance))
+    job_id = None
+    if received:
+        started = datetime.now(timezone.utc)
+        job_id, stored = _store(received, repeats, f"STOW-RS from {g.user.username} at {started:%Y-%m-%d %H:%M:%S} UTC")
+        for item, image in zip(received, stored):
+            if image is None or image.status == ImageStatus.failed:  # no row: a DICOMDIR, an index, not an image
+                failures.append(_referenced(item.sop_class, item.sop_instance, CANNOT_UNDERSTAND))
+                reasons.append(f"{item.incoming.path}: {image.error if image is not None else 'a DICOMDIR'}")
+            else:
+                referenced.append(_referenced(item.sop_class, item.sop_instance))
     body = Dataset()
     if referenced:
         body.ReferencedSOPSequence = referenced
     if failures:
         body.FailedSOPSequence = failures
-    stored, refused = len(referenced), len(failures)
-    status = 200 if not refused else (202 if stored else 409)
-    logger.info("STOW-RS job %s: %d instances stored, %d refused", job_id, stored, refused)
+    stored_count, refused = len(referenced), len(failures)
+    status = 200 if not refused else (202 if stored_count else 409)
+    logger.info("STOW-RS job %s: %d instances stored, %d refused", job_id, stored_count, refused)
     response = current_app.response_class(body.to_json(), status=status, mimetype="application/dicom+json")
-    response.headers["Location"] = url_for("api.get_job", job_id=job_id)
+    if job_id is not None:
+        response.headers["Location"] = url_for("api.get_job", job_id=job_id)
+    if reasons:
+        response.headers["Warning"] = _warning(reasons)
     return response
