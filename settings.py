@@ -65,6 +65,8 @@ class Settings:
     dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
     dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
+    # show findings that failed validation (models.findings), labelled "not validated"; off: stored but shown nowhere
+    show_unvalidated_findings: bool = False
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()
