@@ -75,6 +75,8 @@ class Settings:
     max_tokens_per_user: int = 20  # active API tokens one user may have; 0: no limit
     metrics_token: str | None = field(default=None, repr=False)  # set: GET /metrics needs "Bearer <it>"
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
+    # show findings that failed validation (models.findings), labelled "not validated"; off: stored but shown nowhere
+    show_unvalidated_findings: bool = False
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

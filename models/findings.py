@@ -8,7 +8,11 @@ probability per NIH finding, Platt-calibrated on validation, with a threshold by
   models/weights/findings/heads.npz   mean, scale (n_features,), coef (n_features, k), intercept, platt
                                       slope and intercept, threshold (k,): all findings trained
   models/weights/findings/card.json   version, feature models, findings (in heads.npz order), which are
-                                      served and which hidden (test AUC CI lower bound under 0.60), metrics
+                                      served (validated) and which hidden, by VALIDATION_RULE; metrics;
+                                      "operating_point": how the thresholds were chosen
+
+Every head is computed and stored (`all_findings`, each with "validated"); results show the served ones only
+unless RADBATCH_SHOW_UNVALIDATED_FINDINGS asks for the others, which they then label "not validated".
 
 NumPy only: the web app and the tests read it without TensorFlow.
 """
@@ -27,6 +31,11 @@ from models.prevalence import PriorShift, card_prevalence, shifted
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FINDINGS_FOLDER = "findings"
 PRESENT, ABSENT = "present", "absent"
+VALIDATION_RULE = (
+    "served only where the AUC among disease images has a 95% CI lower bound >= 0.60 on validation and on test, "
+    "and the AUC over all images is >= 0.70 (native-resolution images)"
+)
+DEFAULT_OPERATING_POINT = "Youden's J on validation"
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class FindingHeads:
     # on; None when the feature model's card is not of the same split, and then RADBATCH_PREVALENCE leaves them
     finding_rates: np.ndarray | None = None
     disease_rate: float | None = None
+    operating_point: str = DEFAULT_OPERATING_POINT  # how the thresholds were chosen, shown beside each result
 
     @classmethod
     def load(cls, weights_dir: Path = WEIGHTS_DIR) -> FindingHeads | None:
@@ -61,6 +71,7 @@ class FindingHeads:
             feature_models=tuple(card["feature_models"]),
             findings=tuple(card["findings"]),
             served=tuple(card["served"]),
+            operating_point=card.get("operating_point", DEFAULT_OPERATING_POINT),
             **stored,
             **_validation_rates(card, Path(weights_dir)),
         )
@@ -87,14 +98,27 @@ class FindingHeads:
     def served_findings(
         self, by_model: Mapping[str, np.ndarray], prevalence: float | None = None
     ) -> list[dict[str, dict]]:
-        """Per image, {finding: {"probability", "label", "threshold", "prevalence"}} for the served findings,
-        at disease prevalence `prevalence` (`shift`); the label is decided before the shift, which cannot
-        change it. "prevalence" is the finding's own rate the probability is expressed at (None if unknown)."""
-        probabilities = self.probabilities(by_model)
-        columns = [(name, self.findings.index(name)) for name in self.served]
-        shifts = {i: self.shift(i, prevalence) for _, i in columns}
+        """Per image, {finding: {...}} for the served (validated) findings only; see `all_findings`."""
         return [
-            {name: _finding(row[i], float(self.threshold[i]), shifts[i]) for name, i in columns}
+            {name: found for name, found in per.items() if found["validated"]}
+            for per in self.all_findings(by_model, prevalence)
+        ]
+
+    def all_findings(
+        self, by_model: Mapping[str, np.ndarray], prevalence: float | None = None
+    ) -> list[dict[str, dict]]:
+        """Per image, {finding: {"probability", "label", "threshold", "prevalence", "validated", "operating_point"}}
+        for every trained head, at disease prevalence `prevalence` (`shift`); the label is decided before the
+        shift, which cannot change it. "prevalence" is the finding's own rate the probability is expressed at
+        (None if unknown); "validated" is whether the card serves it."""
+        probabilities = self.probabilities(by_model)
+        columns = list(enumerate(self.findings))
+        shifts = {i: self.shift(i, prevalence) for i, _ in columns}
+        marks = {
+            name: {"validated": name in self.served, "operating_point": self.operating_point} for _, name in columns
+        }
+        return [
+            {name: _finding(row[i], float(self.threshold[i]), shifts[i]) | marks[name] for i, name in columns}
             for row in probabilities
         ]
 
@@ -113,6 +137,7 @@ def _validation_rates(card: dict, weights_dir: Path) -> dict:
     data = feature_card.get("data", {})
     if data.get("split_file") != card.get("data", {}).get("split_file") or "splits" not in data:
         return {}
-    images = data["splits"]["validation"]["images"]
+    images = card.get("calibration_images") or data["splits"]["validation"]["images"]
     rates = [card["metrics"][f]["positives"]["validation"] / images for f in card["findings"]]
-    return {"finding_rates": np.array(rates), "disease_rate": card_prevalence(feature_card)}
+    disease_rate = card.get("calibration_disease_rate") or card_prevalence(feature_card)
+    return {"finding_rates": np.array(rates), "disease_rate": disease_rate}

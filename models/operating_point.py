@@ -40,3 +40,23 @@ def roc_points(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarra
     """(false positive rate, true positive rate) along the ROC curve."""
     fpr, tpr, _ = roc_curve(labels, probabilities)
     return fpr, tpr
+
+
+def threshold_for_specificity(labels: np.ndarray, probabilities: np.ndarray, target: float) -> dict | None:
+    """The lowest threshold whose specificity on these labels is at least `target`, with what it gives there.
+
+    None without both classes. Of the thresholds reaching the target, the lowest has the highest sensitivity.
+    """
+    if labels.min() == labels.max():
+        return None
+    fpr, tpr, thresholds = roc_curve(labels, probabilities, drop_intermediate=False)
+    reaching = np.flatnonzero((1.0 - fpr >= target) & np.isfinite(thresholds))
+    if reaching.size == 0:
+        return None
+    best = reaching[-1]  # thresholds fall along the curve, so the last one reaching the target is the lowest
+    return {
+        "target_specificity": float(target),
+        "threshold": float(min(thresholds[best], 1.0)),
+        "sensitivity": float(tpr[best]),
+        "specificity": float(1.0 - fpr[best]),
+    }

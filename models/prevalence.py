@@ -21,7 +21,10 @@ from models.calibration import logit
 
 
 def card_prevalence(card: dict) -> float:
-    """The disease rate a model's calibrated probabilities reflect: its calibration (validation) split's."""
+    """The disease rate a model's calibrated probabilities reflect: that of the images its calibration was fitted
+    on (recorded by training.recalibrate), else its validation split's."""
+    if "prevalence" in card.get("calibration", {}):
+        return float(card["calibration"]["prevalence"])
     split = card["data"]["splits"]["validation"]
     return split["disease"] / split["images"]
 

@@ -38,11 +38,12 @@ def test_results_carry_per_finding_probabilities_in_json_and_csv(e2e_stack: Stac
             assert 0.0 <= found["probability"] <= 1.0
             assert found["label"] == (PRESENT if found["probability"] >= found["threshold"] else ABSENT)
             assert found["model_version"] == heads.version
+            assert found["validated"] is True and found["operating_point"] == heads.operating_point
     with session_scope(e2e_stack.sessions) as session:
         stored = session.scalar(
             select(func.count()).select_from(FindingPrediction).join(Image).where(Image.job_id == job["id"])
         )
-    assert stored == len(paths) * len(heads.served)  # one row per image and served finding, none more
+    assert stored == len(paths) * len(heads.findings)  # every head stored; results show the served ones only
 
     response = e2e_stack.api.http.get(f"{e2e_stack.base_url}/jobs/{job['id']}/results.csv", timeout=30)
     assert response.status_code == 200, response.text[:300]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from tests.sitetools_helpers import create_job, image_ids, predict
 THRESHOLD = {"Effusion": 0.5, "Mass": 0.3}
 
 
-def store_findings(sessions, job_id: int, probabilities: dict[str, dict[str, float]]) -> None:
-    """{path: {finding: probability}} stored as the worker stores them."""
+def store_findings(
+    sessions, job_id: int, probabilities: dict[str, dict[str, float]], unvalidated: tuple[str, ...] = ()
+) -> None:
+    """{path: {finding: probability}} stored as the worker stores them; `unvalidated` findings failed validation."""
     ids = image_ids(sessions, job_id)
     with session_scope(sessions) as session:
         for path, found in probabilities.items():
@@ -33,6 +36,8 @@ def store_findings(sessions, job_id: int, probabilities: dict[str, dict[str, flo
                         probability=p,
                         label=label,
                         threshold=THRESHOLD[name],
+                        validated=name not in unvalidated,
+                        operating_point="specificity 0.90 on validation",
                     )
                 )
 
@@ -63,9 +68,11 @@ def test_findings_in_results_csv_job_page_and_evaluation(web_client, web_auth, w
 
     web_auth.login("alice")
     page = web_client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert "<th>Findings</th>" in page and '<span class="finding present">Mass 0.90 <span class="threshold' in page
-    assert '<span class="threshold small muted">≥&nbsp;0.50</span></span>' in page  # the threshold in place
-    assert f"Effusion {p_effusion[0]:.3f} (threshold 0.500)" in page  # every finding in the tooltip
+    assert "<th>Findings</th>" in page
+    assert '<span class="finding present">Mass 0.90 <span class="threshold small muted">' in page
+    assert "≥&nbsp;0.30, specificity 0.90 on validation" in page  # the threshold and its operating point, in place
+    assert f"Effusion {p_effusion[0]:.3f} (threshold 0.500, specificity 0.90 on validation)" in page  # tooltip
+    assert "not validated" not in page
 
     labels_csv = "path,label,Effusion\n" + "".join(f"{p},disease,{e}\n" for p, e in zip(paths, effusion))
     data = {"file": (io.BytesIO(labels_csv.encode()), "labels.csv")}
@@ -79,3 +86,38 @@ def test_findings_in_results_csv_job_page_and_evaluation(web_client, web_auth, w
     fragment = web_client.get(f"/jobs/{job_id}/evaluation").get_data(as_text=True)
     assert 'id="finding-metrics"' in fragment
     assert f"<td>Effusion</td><td>30</td><td>{int(effusion.sum())}</td>" in fragment
+
+
+def test_unvalidated_findings_are_stored_but_shown_only_when_the_setting_asks(
+    web_app, web_client, web_auth, web_token, web_db
+):
+    headers = web_token("alice")
+    paths = [f"h/{i}.png" for i in range(4)]
+    job_id = create_job(web_client, headers, paths)
+    predict(web_db, job_id, {path: (0.5, 0.5) for path in paths})
+    store_findings(web_db, job_id, {p: {"Effusion": 0.6, "Mass": 0.9} for p in paths}, unvalidated=("Mass",))
+    labels_csv = "path,label,Effusion,Mass\n" + "".join(f"{p},disease,{i % 2},{i % 2}\n" for i, p in enumerate(paths))
+    data = {"file": (io.BytesIO(labels_csv.encode()), "labels.csv")}
+    assert web_client.post(f"/api/v1/jobs/{job_id}/labels", data=data, headers=headers).status_code == 201
+    web_auth.login("alice")
+
+    def shown() -> tuple[dict, list[str], str, dict]:
+        rows = web_client.get(f"/api/v1/jobs/{job_id}/results", headers=headers).get_json()["results"]
+        text = web_client.get(f"/jobs/{job_id}/results.csv", headers=headers).text
+        columns = [c for c in next(csv.reader(io.StringIO(text))) if c.startswith("finding_")]
+        page = web_client.get(f"/jobs/{job_id}").get_data(as_text=True)
+        evaluation = web_client.get(f"/api/v1/jobs/{job_id}/evaluation", headers=headers).get_json()
+        return rows[0]["findings"], columns, page, evaluation["findings"]
+
+    findings, columns, page, evaluated = shown()
+    assert list(findings) == ["Effusion"] and findings["Effusion"]["validated"] is True
+    assert columns == ["finding_Effusion"] and "Mass" not in page and list(evaluated) == ["Effusion"]
+    with session_scope(web_db) as session:
+        assert session.query(FindingPrediction).filter_by(finding="Mass", validated=False).count() == len(paths)
+
+    web_app.config["SETTINGS"] = replace(web_app.config["SETTINGS"], show_unvalidated_findings=True)
+    findings, columns, page, evaluated = shown()
+    assert findings["Mass"]["validated"] is False and findings["Mass"]["probability"] == pytest.approx(0.9)
+    assert columns == ["finding_Effusion", "finding_Mass_not_validated"]
+    assert '<span class="not-validated">not validated</span>' in page and "Mass 0.900 (threshold 0.300" in page
+    assert sorted(evaluated) == ["Effusion", "Mass"]

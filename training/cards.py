@@ -17,13 +17,14 @@ import json
 from pathlib import Path
 
 from models.findings import FINDINGS_FOLDER
-from models.registry import MODEL_NAMES, WEIGHTS_DIR, read_card
+from models.registry import ENSEMBLE_MEMBERS, MODEL_NAMES, WEIGHTS_DIR, read_card
 from training.evaluate import evaluate_records
 from training.findings_card import findings_table
 from training.report import write_report
 from training.subsets import subset_table
 from training.train import DEFAULT_SPLIT
 from training.tried_card import tried_section
+from training.trust_card import native_trust, trust_section
 
 LIMITS = """\
 - **Not a medical device.** A research and engineering artefact; it must not be used to diagnose, triage or
@@ -86,7 +87,7 @@ The ensemble is sigmoid(mean of the calibrated `cnn` and `unet` logits) against 
 logits): derived, not tuned, so it never overrules the two when they agree.
 Plots: `models/weights/report/`. Re-run on any NIH-layout folder:
 `python -m training.evaluate --data DIR --models cnn,unet,seed-cnn,seed-unet --json`.
-{subsets}{findings}{tried}
+{subsets}{trust}{findings}{tried}
 ## Limits
 
 {limits}"""
@@ -105,7 +106,9 @@ def metrics_table(test_metrics: dict) -> str:
     return header + "\n".join(rows) + "\n"
 
 
-def render_card(card: dict, test_metrics: dict, findings_card: dict | None = None, tried: str = "") -> str:
+def render_card(
+    card: dict, test_metrics: dict, findings_card: dict | None = None, tried: str = "", trust: dict | None = None
+) -> str:
     recipe, training, splits = card["recipe"], card["training"], card["data"]["splits"]
     split_lines = "\n".join(
         f"| {s} | {v['images']} | {v['patients']} | {v['disease']} | {v['healthy']} | {v['upsampled_from_64px']} |"
@@ -113,9 +116,10 @@ def render_card(card: dict, test_metrics: dict, findings_card: dict | None = Non
     )
     calibration = card["calibration"]
     calibration_text = (
-        f"Platt scaling on the validation split: p = sigmoid({calibration['slope']:.3f} * logit(raw) "
-        f"+ {calibration['intercept']:.3f})."
-        if calibration.get("method") == "platt"
+        f"{calibration['method'].capitalize()} scaling on the {calibration.get('fitted_on', 'validation split')}: "
+        f"p = sigmoid({calibration['slope']:.3f} * logit(raw) + {calibration['intercept']:.3f})"
+        + (f", chosen by {calibration['chosen_by']} (`training.recalibrate`)." if "chosen_by" in calibration else ".")
+        if calibration.get("method") in ("platt", "temperature")
         else "None (the notebook's recipe reports the raw sigmoid output)."
     )
     threshold_text = (
@@ -148,6 +152,7 @@ def render_card(card: dict, test_metrics: dict, findings_card: dict | None = Non
         "test_n": next(iter(test_metrics.values()))["n"],
         "table": metrics_table(test_metrics),
         "subsets": subsets_section(test_metrics),
+        "trust": trust_section(trust) if card["name"] in ENSEMBLE_MEMBERS else "",
         "findings": findings_section(card["name"], findings_card),
         "tried": tried,
         "limits": LIMITS,
@@ -184,15 +189,19 @@ def read_findings_card(weights_dir: Path) -> dict | None:
 
 def write_cards(data_dir: Path, split_file: Path = DEFAULT_SPLIT, weights_dir: Path = WEIGHTS_DIR) -> dict:
     results, probabilities, labels, _ = evaluate_records(data_dir, list(MODEL_NAMES), split_file, "test", weights_dir)
+    results.pop("findings", None)  # the findings card has them, on the native images (training.validate_findings)
     test_metrics = {name: {k: v for k, v in m.items() if k != "images_per_s"} for name, m in results.items()}
     findings_card = read_findings_card(weights_dir)
     write_report(weights_dir / "report", results, probabilities, labels)
+    trust = native_trust(data_dir, split_file, weights_dir)
     for name in MODEL_NAMES:
         card = read_card(name, weights_dir)
         card["test"] = test_metrics
+        if name in ENSEMBLE_MEMBERS:
+            card["test_native"] = trust
         (weights_dir / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         (weights_dir / name / "card.md").write_text(
-            render_card(card, test_metrics, findings_card, tried_section(name, weights_dir))
+            render_card(card, test_metrics, findings_card, tried_section(name, weights_dir), trust)
         )
     (weights_dir / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -37,6 +37,8 @@ class Record:
     view: str
     upsampled: bool  # reached us at 64 px and was upsampled (sources.csv)
     source: str = ""  # where the copy came from (sources.csv `source`, without commit and path); "" if unknown
+    sex: str = ""  # NIH `Patient Gender`: "F" | "M" | "" if absent
+    age: int | None = None  # NIH `Patient Age` in years; None if absent or unreadable
 
     def has_finding(self, finding: str) -> bool:
         return finding in self.findings.split("|")
@@ -66,6 +68,8 @@ def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record
                     view=row.get("View Position", ""),
                     upsampled=sources.get(name, ("", False))[1],
                     source=sources.get(name, ("", False))[0],
+                    sex=(row.get("Patient Gender") or "").strip().upper(),
+                    age=parse_age(row.get("Patient Age") or ""),
                 )
             )
     if missing:
@@ -73,6 +77,12 @@ def load_records(data_dir: Path, exclude_upsampled: bool = False) -> list[Record
     if exclude_upsampled:
         records = [r for r in records if not r.upsampled]
     return records
+
+
+def parse_age(value: str) -> int | None:
+    """NIH ages are years, written `57` or, in some copies, `057Y`; anything else is None."""
+    digits = value.strip().upper().removesuffix("Y")
+    return int(digits) if digits.isdigit() else None
 
 
 def source_name(source: str) -> str:

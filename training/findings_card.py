@@ -47,7 +47,50 @@ def within_source_table(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rule_table(card: dict) -> str:
+    """Per finding, on native-resolution validation and test images: AUC [95% CI] over all images and among
+    disease images, the validation threshold at the operating point, and whether the rule serves it."""
+    evaluation = card["validation_evaluation"]
+    n = evaluation["n"]
+    lines = [
+        f"| finding | validation all (n={n['validation']}) | validation among disease | test all (n={n['test']}) "
+        "| test among disease | threshold (sens./spec. on validation) | served |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for finding in card["findings"]:
+        v, t = evaluation["metrics"]["validation"][finding], evaluation["metrics"]["test"][finding]
+        point = evaluation["operating_points"].get(finding)
+        where = f"{point['threshold']:.3f} ({point['sensitivity']:.2f}/{point['specificity']:.2f})" if point else "n/a"
+        served = "yes" if finding in card["served"] else "hidden"
+        lines.append(
+            f"| {finding} | {_interval(v['all'])} | {_interval(v['among_disease'])} | {_interval(t['all'])} "
+            f"| {_interval(t['among_disease'])} | {where} | {served} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def rule_section(card: dict) -> str:
+    if "validation_evaluation" not in card:
+        return ""
+    return f"""
+## Which findings are served
+
+Rule: {card["hide_rule"]}. Thresholds: {card["operating_point"]}. Hidden findings are computed and stored
+but shown nowhere (page, CSV, SR, API) unless RADBATCH_SHOW_UNVALIDATED_FINDINGS is on, and then labelled
+"not validated".
+
+{rule_table(card)}"""
+
+
 def render_findings_card(card: dict) -> str:
+    if "c_grid" not in card:  # heads trained end to end with the disease model (training.multitask)
+        return f"""# Model card: `findings` (per-finding probabilities)
+
+Version `{card["version"]}` · trained {card["trained_at"]} · {card.get("trained", "")}.
+
+Findings: {", ".join(card["findings"])}; read from `{card["feature_output"]}` of
+`{"`, `".join(card["feature_model_versions"].values())}`, Platt-calibrated on native validation images.
+{rule_section(card)}"""
     feature_sets = ", ".join(f"{name} {auc:.3f}" for name, auc in card["feature_set_validation_auc"].items())
     hidden = ", ".join(card["hidden"]) or "none"
     versions = "`, `".join(card["feature_model_versions"].values())
@@ -73,7 +116,7 @@ findings only, so that recognising disease (or healthy films) earns nothing.
 
 {findings_table(card)}
 **Hidden:** {hidden} ({card["hide_rule"]}): trained and measured, but not shown in results.
-
+{rule_section(card)}
 ## Within source
 
 NIH's labels came to this subset through several public copies; one copy holds most Pneumonia images,

@@ -30,7 +30,9 @@ def write_report(out_dir: Path, results: dict, probabilities: dict[str, np.ndarr
 
     fig, ax = plt.subplots(figsize=(6, 6))
     for name, p in probabilities.items():
-        CalibrationDisplay.from_predictions(labels, p, n_bins=10, name=name, ax=ax)
+        ece = results[name]["calibration"]["ece"] if "calibration" in results[name] else None
+        label = name if ece is None else f"{name} (ECE {ece:.3f})"
+        CalibrationDisplay.from_predictions(labels, p, n_bins=10, name=label, ax=ax)
     ax.set_title("Calibration (reliability diagram)")
     written.append(_save(fig, out_dir / "calibration.png"))
 

@@ -19,18 +19,35 @@ from training.data import Record
 
 ALL, NATIVE, UPSAMPLED = "all", "native resolution", "upsampled from 64 px"
 SOURCE_PREFIX = "source "
+AGE_BANDS = (("age < 40", 0, 40), ("age 40-60", 40, 61), ("age > 60", 61, 200))  # years, [low, high)
 MIN_PER_CLASS = 5  # fewer healthy or disease images than this in a subset: no AUC (it would say nothing)
 
 
 def subset_masks(records: list[Record]) -> dict[str, np.ndarray]:
     """{subset name: boolean mask over records}; only "all" when no record has a source."""
-    masks = {ALL: np.ones(len(records), bool)}
+    masks = {ALL: np.ones(len(records), bool)} | patient_masks(records)
     if not any(r.source for r in records):
         return masks
     masks[NATIVE] = np.array([not r.upsampled for r in records])
     masks[UPSAMPLED] = np.array([r.upsampled for r in records])
     for source in sorted({r.source for r in records if r.source}):
         masks[SOURCE_PREFIX + source] = np.array([r.source == source for r in records])
+    return masks
+
+
+def patient_masks(records: list[Record]) -> dict[str, np.ndarray]:
+    """By sex, age band and view, for the values the records carry (NIH's own columns)."""
+    masks = {}
+    for sex, name in (("F", "women"), ("M", "men")):
+        if any(r.sex == sex for r in records):
+            masks[name] = np.array([r.sex == sex for r in records])
+    for band, low, high in AGE_BANDS:
+        mask = np.array([r.age is not None and low <= r.age < high for r in records])
+        if mask.any():
+            masks[band] = mask
+    for view in ("PA", "AP"):
+        if any(r.view == view for r in records):
+            masks[f"view {view}"] = np.array([r.view == view for r in records])
     return masks
 
 

@@ -202,8 +202,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this wall time")
     parser.add_argument("--exclude-upsampled", action="store_true", help="leave out images upsampled from 64 px")
     parser.add_argument("--limit", type=int, help="use at most this many train and validation images (smoke runs)")
+    multitask = parser.add_argument_group("multi-task training (training.multitask)")
+    multitask.add_argument("--multitask", action="store_true", help="disease + per-finding heads, one backbone")
+    multitask.add_argument("--source-balance", choices=("none", "sqrt", "full"), default="sqrt")
+    multitask.add_argument("--no-border-augment", action="store_true", help="no collimation/marker augmentation")
+    multitask.add_argument("--upsampled-weight", type=float, default=0.5, help="loss weight of 64-px images")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.multitask:
+        from training.train_multitask import train_multitask
+
+        card = train_multitask(
+            args.model,
+            args.data,
+            args.split_file,
+            args.output,
+            seed=args.seed,
+            epochs=args.epochs,
+            max_minutes=args.max_minutes,
+            source_balance=args.source_balance,
+            border=not args.no_border_augment,
+            upsampled_weight=args.upsampled_weight,
+            limit=args.limit,
+        )
+        print(json.dumps({k: card[k] for k in ("name", "version", "threshold", "validation")}, indent=2))
+        return
     card = train(
         args.model,
         args.data,

@@ -22,6 +22,7 @@ from models.metrics import binary_metrics
 from models.operating_point import confusion_counts, roc_points, threshold_for_sensitivity
 from web.audit import audit
 from web.extensions import get_db
+from web.results import show_unvalidated_findings
 from web.roc_chart import draw_roc
 
 TARGET_SENSITIVITY = 0.9
@@ -68,7 +69,8 @@ def _model_metrics(rows: list[tuple[int, float, float, str]], matched: int) -> t
 def _finding_metrics(session: Session, job: Job) -> dict[str, Any]:
     """Per finding the site labelled and the models predict: the same metrics as a model's, on its own labels."""
     by_finding: dict[str, list[tuple[int, float, float, str]]] = {}
-    for finding, label, probability, threshold, version in scored_findings(session, job.id):
+    scored = scored_findings(session, job.id, include_unvalidated=show_unvalidated_findings())
+    for finding, label, probability, threshold, version in scored:
         by_finding.setdefault(finding, []).append((label, probability, threshold, version))
     return {name: _model_metrics(rows, len(rows))[0] for name, rows in sorted(by_finding.items())}
 
@@ -110,7 +112,8 @@ def compute(session: Session, job: Job, label_set: LabelSet) -> tuple[dict[str, 
 
 
 def _key(job: Job, label_set: LabelSet) -> str:
-    return f"{iso(label_set.uploaded_at)}|{job.status.value}|{job.total}|{job.done}|{job.failed}"
+    shown = "all findings" if show_unvalidated_findings() else "validated findings"
+    return f"{iso(label_set.uploaded_at)}|{job.status.value}|{job.total}|{job.done}|{job.failed}|{shown}"
 
 
 def current_evaluation(session: Session, job: Job) -> tuple[dict[str, Any], str] | None:

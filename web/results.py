@@ -8,12 +8,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from flask import abort
+from flask import abort, has_app_context
 from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.findings import findings_for
 from db.models import Image, ImageStatus, Prediction, outputs_by_image
+from web.extensions import get_settings
 from web.query_args import PageArgs, choice, enum_choice, flag
 
 MODELS = ("cnn", "unet", "ensemble")
@@ -166,10 +167,16 @@ def image_to_dict(
     }
 
 
+def show_unvalidated_findings() -> bool:
+    """RADBATCH_SHOW_UNVALIDATED_FINDINGS as the app was started with; False outside a request."""
+    return has_app_context() and get_settings().show_unvalidated_findings
+
+
 def _with_outputs(session: Session, images: list[Image]) -> list[dict]:
     """The images as dicts with their predictions and findings: two queries whatever the count."""
     ids = [image.id for image in images]
-    predictions, findings = predictions_for(session, ids), findings_for(session, ids)
+    predictions = predictions_for(session, ids)
+    findings = findings_for(session, ids, include_unvalidated=show_unvalidated_findings())
     return [image_to_dict(image, predictions.get(image.id, {}), findings.get(image.id)) for image in images]
 
 
@@ -219,12 +226,14 @@ CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM
 ]
 
 
-def csv_lines(rows: Iterator[dict], findings: Sequence[str] = ()) -> Iterator[str]:
+def csv_lines(rows: Iterator[dict], findings: Sequence[str] = (), unvalidated: Sequence[str] = ()) -> Iterator[str]:
     """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
-    job_finding_names: every finding predicted for any image of the job)."""
+    job_finding_names: every finding shown for any image of the job); a finding in `unvalidated` (shown only
+    when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed `finding_<name>_not_validated`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER + [f"finding_{name}" for name in findings])
+    columns = [f"finding_{name}" + ("_not_validated" if name in unvalidated else "") for name in findings]
+    writer.writerow(CSV_HEADER + columns)
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]

@@ -34,7 +34,7 @@ class ModelOutputs:
 @dataclass
 class Scores:
     predictions: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per model + ensemble
-    findings: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per served finding
+    findings: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per finding head
     outputs: dict[str, ModelOutputs] = field(default_factory=dict)  # by model: every output, if kept for heat maps
 
 
@@ -97,7 +97,7 @@ def _finding_rows(
     features = {m: np.stack([outputs[m][i][1] for i in ids]) for m in heads.feature_models}
     return {
         i: [{"image_id": i, "finding": name, "model_version": heads.version, **found} for name, found in per.items()]
-        for i, per in zip(ids, heads.served_findings(features, prevalence))
+        for i, per in zip(ids, heads.all_findings(features, prevalence))
     }
 
 

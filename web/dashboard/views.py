@@ -27,7 +27,7 @@ from web.auth.identity import current_user, login_or_token_required, login_requi
 from web.dashboard import bp
 from web.extensions import get_db, get_settings
 from web.query_args import enum_choice, page_args
-from web.results import csv_lines, iter_results, parse_filter, results_page
+from web.results import csv_lines, iter_results, parse_filter, results_page, show_unvalidated_findings
 
 logger = logging.getLogger(__name__)
 PLACEHOLDER_SVG = (
@@ -93,8 +93,9 @@ def _csv_name(job: Job) -> str:
 def export_csv(job_id: int):
     found = job_or_404(current_user(), job_id)
     flt = parse_filter(request.args)
-    findings = job_finding_names(get_db(), found.id)
-    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings))
+    findings = job_finding_names(get_db(), found.id, include_unvalidated=show_unvalidated_findings())
+    unvalidated = sorted(set(findings) - set(job_finding_names(get_db(), found.id)))
+    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings, unvalidated))
     return Response(
         lines,
         mimetype="text/csv",

@@ -109,7 +109,9 @@
     $("viewer-findings").hidden = findings.length === 0;
     $("viewer-findings").querySelector("ul").replaceChildren(...findings.map(([name, f]) => Object.assign(
       document.createElement("li"), { textContent: `${name}: ${Number(f.probability).toFixed(3)} ${f.label || ""}` +
-        (f.threshold !== undefined ? ` (threshold ${Number(f.threshold).toFixed(3)})` : "") })));
+        (f.threshold !== undefined ? ` (threshold ${Number(f.threshold).toFixed(3)}` +
+          (f.operating_point ? `, ${f.operating_point}` : "") + ")" : "") +
+        (f.validated === false ? " not validated" : "") })));
     const position = (state.page - 1) * state.perPage + state.index + 1;
     $("viewer-position").textContent = `${position} of ${state.total}`;
     $("viewer-prev").disabled = position <= 1;
