@@ -52,6 +52,8 @@ class Incoming:
 def clean_text(raw: str) -> str:
     """Text a client sent, for display and storage: no control characters (NUL, newlines...) and no lone
     surrogates, which PostgreSQL and UTF-8 refuse."""
+    if raw.isascii() and raw.isprintable():
+        return raw
     return "".join(ch for ch in raw if unicodedata.category(ch) not in ("Cc", "Cs"))
 
 
