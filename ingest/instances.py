@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Image, Job
 from ingest.dicom import join_notes, split_notes
+from models.dicom import READ_ERRORS
 
 _IDENTITY = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"]
 _IDENTITY_NAMES = ("SOP Class UID", "SOP Instance UID", "Study Instance UID")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_READ_ERRORS = (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError, TypeError)
 MAX_UID = 64
 
 
@@ -64,7 +63,7 @@ def instance_identity(data: bytes) -> tuple[str, str, str]:
     try:
         dataset = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_IDENTITY)
         return tuple(str(dataset.get(keyword, "") or "") for keyword in _IDENTITY)  # type: ignore[return-value]
-    except _READ_ERRORS:
+    except READ_ERRORS:  # whatever pydicom raises on a malformed file (found by fuzzing)
         return "", "", ""
 
 
@@ -72,7 +71,7 @@ def pixel_bytes(data: bytes) -> bytes | None:
     """The encoded Pixel Data of a Part 10 file, not decoded; None if it cannot be read."""
     try:
         return dcmread(io.BytesIO(data), specific_tags=["PixelData"]).get("PixelData")
-    except _READ_ERRORS:
+    except READ_ERRORS:  # whatever pydicom raises on a malformed file (found by fuzzing)
         return None
 
 
