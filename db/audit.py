@@ -23,6 +23,8 @@ ACTIONS = (
     "results.export",
     "image.view",
     "heatmap.view",
+    "report.view",
+    "files.view",
     "labels.upload",
     "evaluation.view",
     "job.cancel",

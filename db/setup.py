@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.session import database_session
 from db.users import add_token, create_user, ensure_admin, set_password, user_by_name
@@ -88,13 +90,26 @@ def bootstrap(settings: Settings) -> None:
         ensure_admin(session, settings.admin_token, username=ADMIN_USERNAME, password=password)
 
 
+def command_environment(settings: Settings) -> str:
+    """The RADBATCH_* assignments a printed command needs to reach this instance, with a trailing space: the home
+    when it is not the default, and the database URL when it is not the home's (unless it holds a password,
+    which is not printed: then the command says to set it)."""
+    assignments = []
+    if settings.home != Path(Settings.home).resolve():
+        assignments.append(f"RADBATCH_HOME={shlex.quote(str(settings.home))}")
+    if settings.database_url != Settings(home=settings.home, secret_key="-").database_url:
+        shown = "$RADBATCH_DATABASE_URL" if make_url(settings.database_url).password else settings.database_url
+        assignments.append(f"RADBATCH_DATABASE_URL={shlex.quote(shown) if '$' not in shown else shown}")
+    return "".join(f"{assignment} " for assignment in assignments)
+
+
 def login_instructions(settings: Settings) -> list[str]:
-    """How to log in and get an API token, for the set-up and launcher output."""
+    """How to log in and get an API token, for the set-up and launcher output; each command works as printed."""
     source = "RADBATCH_ADMIN_PASSWORD" if settings.admin_password else str(settings.home / ADMIN_PASSWORD_FILE)
     api = (
         "API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'"
         if settings.admin_token
-        else f"API token: .venv/bin/python -m db.setup create-token {ADMIN_USERNAME}"
+        else f"API token: {command_environment(settings)}.venv/bin/python -m db.setup create-token {ADMIN_USERNAME}"
     )
     return [f"log in at http://127.0.0.1:{settings.port}/ as {ADMIN_USERNAME!r} with the password in {source}", api]
 
@@ -111,7 +126,13 @@ def _create_user(settings: Settings, username: str, password: str, is_admin: boo
 
 def _create_token(settings: Settings, username: str, label: str) -> str:
     with database_session(settings.database_url) as session:
-        user = user_by_name(session, username)
+        try:
+            user = user_by_name(session, username)
+        except SQLAlchemyError:
+            raise SetupError(
+                f"no radbatch database at {make_url(settings.database_url).render_as_string()}; "
+                "set RADBATCH_HOME (or RADBATCH_DATABASE_URL) as for `make run`, or run `python -m db.setup` first"
+            ) from None
         if user is None:
             raise SetupError(f"no user named {username!r}; create it with: python -m db.setup create-user")
         return add_token(session, user, name=label)

@@ -9,6 +9,7 @@ or whose path it ends with. Every row that cannot be used is kept with the reaso
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from dataclasses import dataclass
@@ -88,26 +89,55 @@ def read_csv(data: bytes) -> tuple[Columns, list[dict[str, str]]]:
 
 
 class ImageIndex:
-    """The job's images by relative path and by every trailing part of it."""
+    """The job's images by relative path, for the three ways a CSV path may name one; each lookup costs time in
+    proportion to the CSV path's length (times log n), whatever the depth of the paths, and the index holds each
+    image path once (a suffix table would grow with depth squared)."""
+
+    _MODULUS = (1 << 61) - 1
 
     def __init__(self, images: list[tuple[int, str]]):
         self.by_path: dict[str, list[int]] = {}
-        self.by_tail: dict[str, list[int]] = {}
+        self.by_hash: dict[tuple[int, int], list[tuple[int, str]]] = {}
         for image_id, path in images:
             self.by_path.setdefault(path, []).append(image_id)
-            parts = path.split("/")
-            for start in range(1, len(parts)):
-                self.by_tail.setdefault("/".join(parts[start:]), []).append(image_id)
+            components = path.split("/")
+            key = (self._suffix_hashes(components)[-1], len(components))
+            self.by_hash.setdefault(key, []).append((image_id, path))
+        ordered = sorted((path[::-1], image_id) for image_id, path in images)
+        self.reversed_paths = [reversed_path for reversed_path, _ in ordered]
+        self.reversed_ids = [image_id for _, image_id in ordered]
+
+    @classmethod
+    def _suffix_hashes(cls, components: list[str]) -> list[int]:
+        """A hash of the last k components, for k = 1 .. len(components), each in O(1) from the one before."""
+        hashes, running = [], 0
+        for component in reversed(components):
+            running = (running * 1_000_003 + (hash(component) & 0xFFFFFFFFFFFF) + 1) % cls._MODULUS
+            hashes.append(running)
+        return hashes
+
+    def _ending_with(self, path: str) -> list[int]:
+        """Images whose path ends with `/path`: their reversed paths start with the reversed `path/`."""
+        prefix = path[::-1] + "/"
+        low = bisect.bisect_left(self.reversed_paths, prefix)
+        high = bisect.bisect_left(self.reversed_paths, prefix[:-1] + "0")  # "0" sorts right after "/"
+        return self.reversed_ids[low:high]
+
+    def _ended_by(self, path: str) -> list[int]:
+        """Images whose whole path is the longest proper trailing part of `path` that any image has."""
+        components = path.split("/")
+        hashes = self._suffix_hashes(components)
+        for length in range(len(components) - 1, 0, -1):
+            found = self.by_hash.get((hashes[length - 1], length), [])
+            matching = [image_id for image_id, image_path in found if path.endswith("/" + image_path)]
+            if matching:
+                return matching
+        return []
 
     def find(self, path: str) -> tuple[int | None, str | None]:
         """(image id, None) or (None, why not)."""
-        parts = path.split("/")
-        candidates = [
-            self.by_path.get(path, []),
-            self.by_tail.get(path, []),  # the CSV gives the end of the image's path, or only its file name
-            *(self.by_path.get("/".join(parts[start:]), []) for start in range(1, len(parts))),  # ... or more
-        ]
-        for found in candidates:
+        for find in (self.by_path.get, self._ending_with, self._ended_by):
+            found = find(path) or []
             if len(found) == 1:
                 return found[0], None
             if len(found) > 1:

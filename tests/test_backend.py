@@ -57,6 +57,21 @@ def test_setup_migrates_bootstraps_the_admin_and_makes_users_and_tokens(tmp_path
     engine.dispose()
 
 
+def test_the_printed_token_command_works_as_printed_with_another_home(tmp_path) -> None:
+    """`make run` prints this line; pasted into a shell that never set RADBATCH_HOME, it must reach this home."""
+    home = tmp_path / "my home"
+    first = setup_cli(service_env({"RADBATCH_HOME": str(home)}))
+    assert first.returncode == 0, first.stderr
+    (line,) = [line for line in first.stdout.splitlines() if "API token:" in line]
+    command = line.split("API token:", 1)[1].strip()
+    assert command.startswith(f"RADBATCH_HOME='{home}' ")
+    plain_shell = {key: value for key, value in os.environ.items() if not key.startswith("RADBATCH_")}
+    pasted = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=plain_shell, capture_output=True, text=True)
+    assert pasted.returncode == 0 and len(pasted.stdout.strip()) > 30, pasted.stderr
+    lost = setup_cli(plain_shell | {"RADBATCH_HOME": str(tmp_path / "nowhere")}, "create-token", "admin")
+    assert lost.returncode == 2 and "Traceback" not in lost.stderr and "set RADBATCH_HOME" in lost.stderr
+
+
 def test_the_migrations_match_the_models(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     command.upgrade(alembic_config(url), "head")

@@ -104,14 +104,15 @@ def test_rotating_the_admin_token_revokes_the_previous_one(tmp_path) -> None:
 def test_compose_has_no_default_passwords_and_keeps_flower_local() -> None:
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
     assert "change-me" not in compose
-    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "RADBATCH_ADMIN_PASSWORD"):
+    required = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "RADBATCH_ADMIN_PASSWORD")
+    for secret in (*required, "RADBATCH_DICOM_ALLOWED_AETS"):  # the listener's port is published: no open door
         uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", compose)
         assert uses and all(use.startswith(":?") for use in uses), (secret, uses)  # refuses to start without it
     flower = compose[compose.index("  flower:") :]
     assert re.search(r'- "127\.0\.0\.1:\$\{FLOWER_PORT:-5555\}:5555"', flower)
     assert "REDIS_PASSWORD" not in flower.split("command:")[1].split("\n")[0]  # not on Flower's command line
     example = (REPO_ROOT / ".env.example").read_text()
-    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "RADBATCH_ADMIN_PASSWORD", "FLOWER_BASIC_AUTH"):
+    for secret in (*required, "RADBATCH_DICOM_ALLOWED_AETS"):
         assert re.search(rf"^{secret}=$", example, re.M), secret  # empty: copying it unfilled cannot start
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored

@@ -125,3 +125,11 @@ def test_an_upload_with_an_invalid_uid_is_refused_on_its_row(web_client, web_tok
     job = web_client.post("/api/v1/jobs", data={"files": files}, headers=web_token("alice")).get_json()
     rows = web_client.get(f"/api/v1/jobs/{job['id']}/results", headers=web_token("alice")).get_json()["results"]
     assert job["failed"] == 1 and "Series Instance UID is not a UID" in rows[0]["error"]
+
+
+def test_stow_refuses_a_malformed_file_meta_found_by_fuzzing(web_client, web_token, web_db) -> None:
+    """atheris (test_fuzz.py) found that reading the identity of this file raised BytesLengthException: a 500."""
+    malformed = b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x03\x00abc"  # (0002,0000) UL of 3 bytes
+    response = _post(web_client, web_token("alice"), body(malformed))
+    assert response.status_code == 409 and "part 1: SOP Class UID missing" in response.headers["Warning"]
+    assert _counts(web_db) == (0, 0)

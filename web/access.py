@@ -23,6 +23,7 @@ def visible_image_or_404(image_id: int) -> Image:
     image = get_db().scalar(query)
     if image is None:
         abort(404, f"image {image_id} not found among your jobs")
+    g.audit_object = (image.job_id, image.id)  # what a read of it is audited as (web.audit)
     return image
 
 

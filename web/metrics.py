@@ -1,12 +1,14 @@
 """`GET /metrics` for Prometheus: requests and their latency by endpoint, and jobs by status.
 
-It shows aggregate counts only (Flask endpoint names, never URLs, ids, users or file names), so it needs no
-login, like /healthz; block it at the reverse proxy if even the volume of work is private. Under gunicorn
+It shows aggregate counts only (Flask endpoint names, never URLs, ids, users or file names: no patient data),
+so it needs no login by default, like /healthz; set RADBATCH_METRICS_TOKEN to require `Authorization: Bearer
+<token>` when even the volume of work is private. Under gunicorn
 with several workers, set PROMETHEUS_MULTIPROC_DIR (`make run` does) so every worker's counts are summed.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from functools import cache
@@ -17,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import Job, JobStatus
+from web.extensions import get_settings
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -80,7 +83,23 @@ def _finished(response: Response) -> Response:
     return response
 
 
+def _authorised() -> bool:
+    """RADBATCH_METRICS_TOKEN, when set, must come as `Authorization: Bearer <token>` (Prometheus: `authorization`)."""
+    expected = get_settings().metrics_token
+    if not expected:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
 def metrics_view() -> Response:
+    if not _authorised():
+        return Response(
+            "GET /metrics needs Authorization: Bearer <RADBATCH_METRICS_TOKEN>\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="radbatch metrics"'},
+        )
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 from pathlib import Path, PurePosixPath
 
 from flask import abort, current_app, g, jsonify, request, url_for
+from sqlalchemy import func, select
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
@@ -23,6 +26,16 @@ from web.results import parse_filter, results_page
 
 logger = logging.getLogger(__name__)
 MAX_DECLARED_BYTES = 2**53  # a held-back file's declared size: any real file is smaller
+MAX_JSON_DEPTH = 4  # too_large is a list of flat objects: two levels; a little room for a clear message
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(raw: str) -> int:
+    """How deeply `raw` nests arrays and objects, found without parsing it (the parser recurses)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", raw))
+    steps = brackets.translate(str.maketrans({"[": "1", "{": "1", "]": "2", "}": "2"}))
+    return max(itertools.accumulate((1 if step == "1" else -1 for step in steps), initial=0))
 
 
 def _user() -> User:
@@ -48,6 +61,8 @@ def _incoming() -> list[Incoming]:
 def _held_back(raw: str, room: int) -> list[Incoming]:
     """The `too_large` field: a JSON list of {"path": str, "size": bytes}, at most `room` of them."""
     shape = 'too_large must be a JSON list of {"path": "...", "size": <bytes>} objects'
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        abort(400, f"{shape}; it nests arrays or objects more than {MAX_JSON_DEPTH} deep")
     try:
         items = json.loads(raw)
     except ValueError as error:
@@ -105,6 +120,19 @@ def _stored_paths(images: list[Image]) -> list[Path]:
     return [get_settings().upload_dir / image.stored_name for image in images if image.stored_name]
 
 
+def _check_open_jobs(db) -> None:
+    """RADBATCH_MAX_OPEN_JOBS_PER_USER: a 429 once the user has that many jobs still taking files."""
+    limit = get_settings().max_open_jobs_per_user
+    still_open = (Job.user_id == _user().id) & Job.is_open & (Job.status != JobStatus.cancelled)
+    held = db.scalar(select(func.count(Job.id)).where(still_open)) or 0
+    if limit and held >= limit:
+        abort(
+            429,
+            f"you have {held} open jobs, the most one user may have; close them (POST /api/v1/jobs/<id>/close) "
+            "or cancel them before opening another",
+        )
+
+
 @bp.post("/jobs")
 @idempotent
 def create():
@@ -113,6 +141,8 @@ def create():
     if not files and not is_open:
         abort(400, "send at least one file in the repeated 'files' field, or open=true to add files in chunks later")
     db = get_db()
+    if is_open:
+        _check_open_jobs(db)
     heatmaps = flag(request.form, "heatmaps") if "heatmaps" in request.form else get_settings().heatmaps
     name = clean_text(request.form.get("name", "")).strip() or _default_name(files)
     job = create_job(db, _user(), name, is_open, heatmaps)

@@ -7,14 +7,14 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.models import ApiToken
 from db.text import clean_text
 from db.users import add_token, authenticate, end_sessions
 from web.auth import bp
 from web.auth.identity import current_user, login_name, login_required, start_session
-from web.extensions import get_db
+from web.extensions import get_db, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def tokens():
 def create_token():
     name = clean_text(request.form.get("name", "")).strip()[:120] or "unnamed"
     db = get_db()
+    limit = get_settings().max_tokens_per_user
+    held = db.scalar(select(func.count(ApiToken.id)).where(ApiToken.user_id == current_user().id)) or 0
+    if limit and held >= limit:
+        abort(409, f"you already have {held} API tokens, the most one user may have; revoke one you no longer use")
     token = add_token(db, current_user(), name=name)
     db.commit()
     logger.info("user %s created API token %r", current_user().username, name)

@@ -10,6 +10,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -106,9 +107,11 @@ def export_csv(job_id: int):
 @bp.get("/thumbnails/<int:image_id>.png")
 @login_or_token_required
 def thumbnail(image_id: int):
-    query = visible_jobs(select(Image.id).join(Job, Job.id == Image.job_id).where(Image.id == image_id), current_user())
-    if get_db().scalar(query) is None:
+    query = select(Image.job_id).join(Job, Job.id == Image.job_id).where(Image.id == image_id)
+    job_id = get_db().scalar(visible_jobs(query, current_user()))
+    if job_id is None:
         abort(404, f"image {image_id} not found among your jobs")
+    g.audit_object = (job_id, image_id)  # what this read is audited as (web.audit)
     path = get_settings().thumbnail_dir / f"{image_id}.png"
     if not path.is_file():  # not made yet (queued) or never (refused file): a placeholder, not cached
         return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
