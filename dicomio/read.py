@@ -162,6 +162,13 @@ def read_header(path: str | Path) -> Dataset:
     return ds
 
 
+def part10(ds: Dataset) -> bytes:
+    """A data set as a DICOM Part 10 file (preamble, file meta, its transfer syntax)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
     """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
     with _corrupt("unreadable DICOMDIR"):
@@ -237,6 +244,7 @@ __all__ = [
     "dicomdir_paths",
     "image_warnings",
     "looks_like_dicom",
+    "part10",
     "read_dicom",
     "read_header",
 ]

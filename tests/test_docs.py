@@ -20,13 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from db.session import make_engine, make_session_factory
-from db.setup import make_dirs
-from settings import Settings
 from tests import services
 from tests.conftest import SHARED_DATA, skip_or_fail
 from tests.dicom_network_helpers import start_listener
-from tests.stack import migrated_database, stack_env, user_with_token
+from tests.stack import web_alone
 
 REPO = services.REPO_ROOT
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -73,25 +70,14 @@ def test_every_block_is_run_or_says_why_not() -> None:
 def docs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], str, int]]:
     """The web app and the DICOM listener on their own database and Redis: (environment with TOKEN, base URL,
     DICOM port)."""
+    dicom_port = services.free_port()
     home = tmp_path_factory.mktemp("docs-stack")
-    redis_process, redis_url = services.start_redis(home / "redis")
-    started: list[subprocess.Popen] = []
-    try:
-        with migrated_database("sqlite", home) as database_url:
-            make_dirs(Settings(home=home, database_url=database_url, secret_key="docs"))
-            engine = make_engine(database_url)
-            token, _ = user_with_token(make_session_factory(engine), "admin", "docs password")
-            engine.dispose()
-            dicom_port = services.free_port()
-            env = stack_env(home, database_url, redis_url, "docs", RADBATCH_DICOM_PORT=str(dicom_port))
-            web, base_url = services.start_gunicorn(env, home / "web.log")
-            started.append(web)
-            started.append(start_listener(env, home / "dicom.log"))
+    with web_alone(home, "admin", RADBATCH_DICOM_PORT=str(dicom_port)) as (env, base_url, token):
+        listener = start_listener(env, home / "dicom.log")
+        try:
             yield env | {"TOKEN": token}, base_url, dicom_port
-    finally:
-        for process in reversed(started):
-            services.stop_process(process)
-        services.stop_process(redis_process)
+        finally:
+            services.stop_process(listener)
 
 
 def scratch_checkout(folder: Path) -> Path:
