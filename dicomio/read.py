@@ -30,7 +30,6 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.fileset import FileSet
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -171,8 +170,11 @@ def part10(ds: Dataset) -> bytes:
 
 def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
     """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
-    with _corrupt("unreadable DICOMDIR"):
-        return [Path(instance.path) for instance in FileSet(pydicom.dcmread(dicomdir))]
+    root = Path(dicomdir).resolve().parent
+    with _corrupt("unreadable DICOMDIR"):  # the records themselves: pydicom's FileSet stages in a temporary folder
+        records = pydicom.dcmread(dicomdir).DirectoryRecordSequence
+        file_ids = [record.ReferencedFileID for record in records if "ReferencedFileID" in record]
+        return [root.joinpath(*([file_id] if isinstance(file_id, str) else file_id)) for file_id in file_ids]
 
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
