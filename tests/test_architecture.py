@@ -1,4 +1,4 @@
-"""The layering the README's architecture section promises, checked on the source: who may import whom."""
+"""The layering docs/architecture.md promises, checked on the source: who may import whom, and no import circles."""
 
 from __future__ import annotations
 
