@@ -61,8 +61,9 @@ class LineReader:
         threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
 
     def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
+        with stream:  # closed at the end of the output: the pipe is not left to the garbage collector
+            for line in stream:
+                self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
     def until(self, prefix: str, timeout: float) -> list[str]:
