@@ -26,7 +26,7 @@ def prepare(data: bytes, secret: str, deidentify: bool, parsed: object) -> Prepa
         raise NotAnImage("a DICOMDIR (an index of DICOM files, not an image)") from None
     except DicomError as error:
         raise ImageDecodeError(str(error)) from None
-    return Prepared(prepared.stored_bytes, ".dcm", prepared.columns, prepared.notes)
+    return Prepared(prepared.stored_bytes, prepared.columns, prepared.notes)
 
 
 DICOM = register(
@@ -35,6 +35,7 @@ DICOM = register(
         extensions=(".dcm", ".dicom", ".dic"),
         detect=looks_like_dicom,
         read=read,
+        stored_extension=".dcm",
         prepare=prepare,
         content_is_not="DICOM (no DICM prefix and no DICOM data set at the start)",
         any_name=True,
