@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from dicomio.prepare import PreparedDicom as Prepared  # what a prepare step returns: bytes to store, columns, notes
 from models.preprocess import ACCEPTED, ImageDecodeError
 
 DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
@@ -30,15 +31,6 @@ class Picture:
     width: int
     height: int
     mode: str
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Prepared:
-    """What ingest stores of a file and what its row keeps before the worker decodes it."""
-
-    stored_bytes: bytes
-    columns: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
