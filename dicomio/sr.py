@@ -14,7 +14,6 @@ duplicates it), and all of a study's reports share one series.
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicomio.read import DicomError, read_header
+from dicomio.read import DicomError, part10, read_header
 
 MANUFACTURER = "radbatch"
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "radbatch:dicom-sr")
@@ -174,9 +173,7 @@ def image_report(stored: Path, predictions: Iterable[Any]) -> Dataset | None:
 
 def sr_bytes(sr: Dataset) -> bytes:
     """The SR as a DICOM Part 10 file (preamble, file meta, explicit VR little endian)."""
-    buffer = io.BytesIO()
-    sr.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return part10(sr)
 
 
 __all__ = ["ModelResult", "build_sr", "hd", "image_report", "ordered_results", "sr_bytes"]

@@ -13,11 +13,8 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from db.session import make_engine, make_session_factory
-from db.setup import make_dirs
-from settings import Settings
 from tests import services
-from tests.stack import migrated_database, stack_env, user_with_token
+from tests.stack import web_alone
 from web.api.openapi import description
 
 PREFIXES = ("/api/v1", "/dicomweb")
@@ -55,22 +52,8 @@ def test_the_description_is_served_without_a_token(web_client) -> None:
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The web app alone on gunicorn, with its own Redis and SQLite database: (base URL, a Bearer token)."""
-    home = tmp_path_factory.mktemp("openapi")
-    redis_process, redis_url = services.start_redis(home / "redis")
-    try:
-        with migrated_database("sqlite", home) as database_url:
-            make_dirs(Settings(home=home, database_url=database_url, secret_key="openapi"))
-            engine = make_engine(database_url)
-            token, _ = user_with_token(make_session_factory(engine), "fuzzer", "openapi password")
-            engine.dispose()
-            env = stack_env(home, database_url, redis_url, "openapi")
-            web, base_url = services.start_gunicorn(env, home / "web.log")
-            try:
-                yield base_url, token
-            finally:
-                services.stop_process(web)
-    finally:
-        services.stop_process(redis_process)
+    with web_alone(tmp_path_factory.mktemp("openapi"), "fuzzer") as (_, base_url, token):
+        yield base_url, token
 
 
 @pytest.mark.e2e
