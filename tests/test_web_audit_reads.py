@@ -3,6 +3,7 @@ buffered writer: counted here after reading each kind through the Flask test cli
 
 from __future__ import annotations
 
+import io
 import time
 
 from sqlalchemy import func, select
@@ -25,7 +26,7 @@ def _rows(web_db, action: str) -> list[tuple]:
 def test_each_read_of_patient_data_is_audited(web_app, web_client, web_auth, web_token, web_db, web_settings, tmp_path):
     alice = web_token("alice")
     (dicom,) = write_dicom_folder(tmp_path / "dicom", 1, studies=1).values()
-    files = {"files": [(dicom.open("rb"), "s/a.dcm")]}
+    files = {"files": [(io.BytesIO(dicom.read_bytes()), "s/a.dcm")]}
     job_id = web_client.post("/api/v1/jobs", data=files, headers=alice).get_json()["id"]
     predict(web_db, job_id, {"s/a.dcm": (0.9, 0.8)})
     image_id = image_ids(web_db, job_id)["s/a.dcm"]
@@ -43,8 +44,9 @@ def test_each_read_of_patient_data_is_audited(web_app, web_client, web_auth, web
         f"/jobs/{job_id}/results.csv": "results.export",
         f"/thumbnails/{image_id}.png": "image.view",
     }
-    for url, _action in reads.items():
-        assert web_client.get(url, headers=alice).status_code == 200, url
+    for url in reads:
+        with web_client.get(url, headers=alice) as response:  # closed: a file it streams is closed with it
+            assert response.status_code == 200, url
     assert web_client.get(f"/api/v1/images/{image_id}/image.png", headers=web_token("bob")).status_code == 404
     # Written by the background flush, without anyone asking: 8 rows in all (two image views), bob's 404 not.
     expected = {"image.view": 2, "heatmap.view": 1, "report.view": 1, "results.view": 1, "files.view": 1}
