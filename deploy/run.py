@@ -54,6 +54,13 @@ def web_metrics_dir(settings: Settings) -> Path:
     return settings.home / "metrics" / "web"
 
 
+def worker_metrics_line(settings: Settings) -> str:
+    """Where the worker's Prometheus endpoint is (RADBATCH_WORKER_METRICS_PORT, by default RADBATCH_PORT + 4540)."""
+    if not settings.worker_metrics_port:
+        return "worker metrics: off (RADBATCH_WORKER_METRICS_PORT=0)"
+    return f"worker metrics: http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics"
+
+
 PROGRAMS = ("redis", "worker", "web", "dicom", "forwarder")
 
 
@@ -176,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         print(config)
         return 0
     ports = [settings.port, settings.dicom_port] + ([] if settings.redis_url else [settings.redis_port])
+    ports += [settings.worker_metrics_port] if settings.worker_metrics_port else []
     busy = [p for p in ports if port_in_use(p)]
     if busy:
         ports = ", ".join(map(str, busy))
         print(f"error: port(s) {ports} already in use; is radbatch already running?", file=sys.stderr)
-        print("set RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
+        print(
+            "set RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT / RADBATCH_WORKER_METRICS_PORT"
+            " to use others",
+            file=sys.stderr,
+        )
         return 2
     for folder in ("logs", "redis"):
         private_dir(settings.home / folder)
@@ -193,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     programs = [name for name in PROGRAMS if f"[program:{name}]" in config]
     logs = ", ".join(f"{name}.log" for name in programs)
     print(f"radbatch: starting {', '.join(programs)}; logs in {settings.log_dir}/ ({logs}); Ctrl-C stops everything")
-    print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)), flush=True)
+    print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)))
+    print(f"radbatch: {worker_metrics_line(settings)}", flush=True)
     return run_in_foreground(BIN / "supervisord", path, settings)
 
 

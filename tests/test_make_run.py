@@ -164,6 +164,7 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert lines[2:] == [
             "radbatch: API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'",
+            f"radbatch: worker metrics: http://127.0.0.1:{env['RADBATCH_WORKER_METRICS_PORT']}/metrics",
             f"ready: http://127.0.0.1:{port}/",
         ]
         ready = requests.get(f"http://127.0.0.1:{port}/api/v1/readyz", timeout=10)
