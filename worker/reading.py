@@ -8,9 +8,9 @@ reduced input instead of from the full-size picture.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -99,15 +99,22 @@ def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage
 
 
 def write_thumbnail(thumbnail: PILImage.Image, path: Path) -> None:
-    """Save a thumbnail as PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    """Save a picture (a thumbnail or a heat map) as PNG, atomically: encoded in memory, written in one call
+    under a temporary name, then renamed (its folder is made only when it is missing)."""
+    encoded = io.BytesIO()
+    thumbnail.save(encoded, format="PNG", compress_level=1)
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")  # deliveries may race
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            thumbnail.save(handle, format="PNG", compress_level=1)
-        os.replace(tmp, path)
+            handle.write(encoded.getbuffer())
+        os.replace(partial, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 
