@@ -75,14 +75,11 @@ class Settings:
         for name, file_name in (("secret_key", SECRET_KEY_FILE), ("redis_password", REDIS_PASSWORD_FILE)):
             if not getattr(self, name) and (home / file_name).is_file():
                 object.__setattr__(self, name, (home / file_name).read_text().strip())
-        if self.worker_metrics_port is None:
-            derived = self.port + WORKER_METRICS_OFFSET
-            if derived > 65535:
-                raise SettingsError(
-                    f"RADBATCH_PORT {self.port} leaves no port {WORKER_METRICS_OFFSET} above it for the worker's "
-                    "metrics: set RADBATCH_WORKER_METRICS_PORT (0: none)"
-                )
-            object.__setattr__(self, "worker_metrics_port", derived)
+        if self.worker_metrics_port is None:  # below the web port when there is no room above it
+            above = self.port + WORKER_METRICS_OFFSET
+            object.__setattr__(
+                self, "worker_metrics_port", above if above <= 65535 else self.port - WORKER_METRICS_OFFSET
+            )
         if not 0 < self.task_soft_time_limit < self.task_time_limit:
             raise SettingsError("RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below RADBATCH_TASK_TIME_LIMIT")
         if self.max_attempts < 1:
