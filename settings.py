@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 SECRET_KEY_FILE = "secret_key"
+WORKER_METRICS_OFFSET = 4540  # the worker's metrics port, unless set, is the web port plus this (5000 -> 9540)
 REDIS_PASSWORD_FILE = "redis_password"
 
 
@@ -56,7 +57,7 @@ class Settings:
     decode_threads: int = 0  # threads per worker process that read, decode and preprocess images; 0: one per core
     heatmaps: bool = True  # a new job's default: the worker draws Grad-CAM heat maps of its images (per-job option)
     inference_threads: int = 0  # threads each model may use (ONNX Runtime's intra-op pool); 0: one per core
-    worker_metrics_port: int = 9540  # the worker's Prometheus endpoint, for all its processes; 0: none
+    worker_metrics_port: int | None = None  # the worker's Prometheus endpoint; unset: port + 4540 (9540); 0: none
     worker_metrics_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 in containers)
     dicom_port: int = 11112  # the DICOM listener (C-STORE SCP, C-ECHO); `python -m listener`
     dicom_host: str = "127.0.0.1"  # address it listens on (0.0.0.0 to let a PACS on another machine in)
@@ -86,6 +87,11 @@ class Settings:
         for name, file_name in (("secret_key", SECRET_KEY_FILE), ("redis_password", REDIS_PASSWORD_FILE)):
             if not getattr(self, name) and (home / file_name).is_file():
                 object.__setattr__(self, name, (home / file_name).read_text().strip())
+        if self.worker_metrics_port is None:  # below the web port when there is no room above it
+            above = self.port + WORKER_METRICS_OFFSET
+            object.__setattr__(
+                self, "worker_metrics_port", above if above <= 65535 else self.port - WORKER_METRICS_OFFSET
+            )
         if not 0 < self.task_soft_time_limit < self.task_time_limit:
             raise SettingsError("RADBATCH_TASK_SOFT_TIME_LIMIT must be positive and below RADBATCH_TASK_TIME_LIMIT")
         if self.max_attempts < 1:
@@ -150,7 +156,7 @@ def _parse(name: str, raw: str, hint: object) -> object:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if hint == tuple[str, ...]:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if hint is int:
+    if hint is int or hint == int | None:
         try:
             return int(raw)
         except ValueError:

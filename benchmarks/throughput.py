@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +39,22 @@ from worker.reading import decode_threads
 GOALS = {"compiled_vs_eager": 1.5, "end_to_end_vs_raw": 0.9, "single_image_overhead_ms": 150, "heatmaps_vs_none": 0.8}
 
 
+def chunks(paths: list[Path], most_files: int, most_bytes: int) -> list[list[Path]]:
+    """`paths` in upload requests of at most `most_files` files and `most_bytes` bytes (a larger file alone)."""
+    found: list[list[Path]] = []
+    size = 0
+    for path in paths:
+        file_size = path.stat().st_size
+        if not found or len(found[-1]) >= most_files or size + file_size > most_bytes:
+            found.append([])
+            size = 0
+        found[-1].append(path)
+        size += file_size
+    return found
+
+
 def push_through_api(
-    url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float, heatmaps: bool = True
+    url: str, token: str, files: corpora.Corpus, chunk: int, timeout_s: float, heatmaps: bool = True, chunk_mb: int = 64
 ) -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
@@ -47,11 +63,8 @@ def push_through_api(
     created = session.post(f"{url}/api/v1/jobs", data=form)
     created.raise_for_status()
     job_id = created.json()["id"]
-    for start in tqdm(range(0, len(files.paths), chunk), desc=f"upload {files.name}", unit="chunk"):
-        parts = [
-            ("files", (f"benchmark/{p.name}", p.read_bytes(), files.content_type))
-            for p in files.paths[start : start + chunk]
-        ]
+    for request in tqdm(chunks(files.paths, chunk, chunk_mb * 2**20), desc=f"upload {files.name}", unit="request"):
+        parts = [("files", (f"benchmark/{p.name}", p.read_bytes(), files.content_type)) for p in request]
         session.post(f"{url}/api/v1/jobs/{job_id}/files", files=parts).raise_for_status()
     session.post(f"{url}/api/v1/jobs/{job_id}/close").raise_for_status()
     uploaded = time.perf_counter()
@@ -100,10 +113,10 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
     model_names = args.models.split(",")
     target_size = max(input_spec(model)[0] for model in model_names)  # as the worker reduces DICOM
     decode, decoder = raw.choose_decoder(files.paths[0], target_size)
-    result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder}
+    result: dict = {"corpus": name, "n": len(files.paths), "decoder": decoder, "load_before": os.getloadavg()}
     for suffix, heatmaps in (("_without_heatmaps", False), ("", True)):  # the same files, one job each
         before = stages.scrape(args.worker_metrics)
-        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps)
+        api = push_through_api(args.url, args.token, files, args.chunk, args.timeout, heatmaps, args.chunk_mb)
         result[f"stages{suffix}"] = stages.per_stage(before, stages.scrape(args.worker_metrics))
         result[f"api{suffix}"] = {k: api[k] for k in ("upload_s", "total_s")} | {
             k: api["job"][k] for k in ("id", "status", "done", "failed")
@@ -112,7 +125,7 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
     result["single_job_p50_ms"] = 1000 * float(np.median(singles))
 
     pool = ThreadPoolExecutor(max_workers=decode_threads(settings))  # sized as the worker's
-    for label, runtime in (("compiled", args.runtime), ("eager", "keras")):
+    for label, runtime in (("compiled", args.runtime), ("eager", "keras"))[: 1 if args.no_eager else 2]:
         models = load_models(model_names, runtime, settings)
         result[f"raw_{label}"] = raw.run(files.paths, models, args.batch_size, pool, decode) | {"runtime": runtime}
         if label == "compiled":
@@ -121,15 +134,15 @@ def measure(args, settings: Settings, name: str, workdir: Path) -> dict:
             folder = workdir / name / "heatmaps"
             result["heatmap_cost"] = raw.heatmap_cost(files.paths, models, args.batch_size, pool, decode, folder)
     pool.shutdown()
-    return result | {"ratios": ratios(result, model_names)}
+    return result | {"ratios": ratios(result, model_names), "load_after": os.getloadavg()}
 
 
 def ratios(result: dict, model_names: list[str]) -> dict:
-    compiled, eager, heat = result["raw_compiled"], result["raw_eager"], result["heatmap_cost"]
-    found = {"compiled_vs_eager_raw": eager["total_s"] / compiled["total_s"]}
+    compiled, eager, heat = result["raw_compiled"], result.get("raw_eager"), result["heatmap_cost"]
+    found = {"compiled_vs_eager_raw": eager["total_s"] / compiled["total_s"]} if eager else {}
     without_s = heat["prepare_s"] + heat["plain_s"]
     found["heatmaps_vs_none_raw"] = without_s / (heat["prepare_s"] + heat["with_s"] + heat["heatmaps_s"])
-    for model in model_names:
+    for model in model_names if eager else []:
         found[f"compiled_vs_eager_{model}"] = eager["inference_s"][model] / compiled["inference_s"][model]
     if result["api"]:
         found["heatmaps_vs_none_api"] = result["api_without_heatmaps"]["total_s"] / result["api"]["total_s"]
@@ -143,16 +156,16 @@ def ratios(result: dict, model_names: list[str]) -> dict:
 
 
 def print_table(result: dict, args) -> None:
-    n, api, compiled, eager = result["n"], result["api"], result["raw_compiled"], result["raw_eager"]
+    n, api, compiled, eager = result["n"], result["api"], result["raw_compiled"], result.get("raw_eager")
     print(f"\ncorpus {result['corpus']}: {n} files, batch {args.batch_size}, decoder {result['decoder']}")
+    load = " -> ".join(", ".join(f"{x:.1f}" for x in result[k]) for k in ("load_before", "load_after"))
+    print(f"load average (1, 5, 15 min) before -> after: {load}")
     if api:
         print(f"job {api['id']}: {api['status']}, {api['done']} done, {api['failed']} failed")
     else:
         print(f"API: skipped ({result['api_skipped']})")
-    rows = [
-        ("raw, compiled (" + compiled["runtime"] + ")", compiled["total_s"]),
-        ("raw, eager Keras", eager["total_s"]),
-    ]
+    rows = [("raw, compiled (" + compiled["runtime"] + ")", compiled["total_s"])]
+    rows += [("raw, eager Keras", eager["total_s"])] if eager else []
     if api:
         without = result["api_without_heatmaps"]
         rows = [
@@ -163,14 +176,16 @@ def print_table(result: dict, args) -> None:
     print(f"{'path':32s} {'wall s':>8s} {'images/s':>9s} {'vs compiled raw':>16s}")
     for label, seconds in rows:
         print(f"{label:32s} {seconds:8.2f} {n / seconds:9.1f} {compiled['total_s'] / seconds:16.2f}")
+    eager_prepare = f", {1000 * eager['prepare_s'] / n:.2f} eager run" if eager else ""
     print(
-        f"raw decode + preprocess (thread pool), ms/image: {1000 * compiled['prepare_s'] / n:.2f} compiled run, "
-        f"{1000 * eager['prepare_s'] / n:.2f} eager run"
+        f"raw decode + preprocess (thread pool), ms/image: {1000 * compiled['prepare_s'] / n:.2f} compiled run"
+        + eager_prepare
     )
     print(
         "model inference, ms/image: "
         + ", ".join(
-            f"{m} {1000 * eager['inference_s'][m] / n:.2f} eager -> {1000 * s / n:.2f} compiled"
+            (f"{m} {1000 * eager['inference_s'][m] / n:.2f} eager -> " if eager else f"{m} ")
+            + f"{1000 * s / n:.2f} compiled"
             for m, s in compiled["inference_s"].items()
         )
     )
@@ -186,6 +201,7 @@ def print_table(result: dict, args) -> None:
         names = ["read", "decode", "preprocess", "thumbnail", "read_all", "inference", "heatmaps", "db_write"]
         names += ["commit", "total"]
         print("worker stages, ms/image: " + ", ".join(f"{k} {s[k + '_ms']:.2f}" for k in names if k + "_ms" in s))
+        print("\n".join(stages.cpu_table(s)))
         print(f"queue wait: {s.get('queue_wait_s_per_batch', float('nan')):.2f} s per batch (since its newest upload)")
         print(
             f"single-image job p50 {result['single_job_p50_ms']:.0f} ms; raw single image p50 "
@@ -220,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token", required=True, help="an API token (e.g. RADBATCH_ADMIN_TOKEN)")
     parser.add_argument("--corpus", default="128", help=f"comma-separated, of {', '.join(corpora.CORPORA)}")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--chunk", type=int, default=100, help="files per upload request")
+    parser.add_argument("--chunk", type=int, default=100, help="files per upload request, at most")
+    parser.add_argument(
+        "--chunk-mb", type=int, default=64, help="MB per upload request, at most (the server takes up to 96 by default)"
+    )
+    parser.add_argument("--no-eager", action="store_true", help="skip the eager Keras pass of the raw path")
     parser.add_argument("--models", default=",".join(settings.served_models))
     parser.add_argument("--runtime", default=settings.runtime, help="the compiled runtime for the raw path")
     parser.add_argument("--batch-size", type=int, default=settings.batch_size, help="as RADBATCH_BATCH_SIZE")
@@ -237,8 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(names) - set(corpora.CORPORA):
         parser.error(f"unknown corpus {', '.join(sorted(unknown))}; choose from {', '.join(corpora.CORPORA)}")
 
-    with tempfile.TemporaryDirectory(prefix="radbatch-bench-") as tmp:
-        results = [measure(args, settings, name, args.workdir or Path(tmp)) for name in names]
+    try:
+        stages.scrape(args.worker_metrics)  # before anything is sent: say now if the per-stage times are out of reach
+        with tempfile.TemporaryDirectory(prefix="radbatch-bench-") as tmp:
+            results = [measure(args, settings, name, args.workdir or Path(tmp)) for name in names]
+    except stages.ScrapeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     if args.json:
         print(json.dumps({"batch_size": args.batch_size, "runtime": args.runtime, "results": results}, indent=2))
         return

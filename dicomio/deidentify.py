@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dicomanonymizer import simpledicomanonymizer as anonymizer
@@ -90,6 +91,28 @@ def _profile_rules() -> dict:
     return rules
 
 
+@functools.cache
+def _ordered_rules() -> tuple[tuple[tuple[int, ...], int | None, Callable], ...]:
+    """What `anonymize_dataset` applies with our rules as its extra rules: its base rules updated with ours, in
+    its order, each with the tag's number (None for a repeating group such as 60xx,3000)."""
+    rules = anonymizer.initialize_actions()
+    rules.update(_profile_rules())
+    return tuple((tag, (tag[0] << 16 | tag[1]) if len(tag) == 2 else None, action) for tag, action in rules.items())
+
+
+def _rules_for(ds: Dataset) -> dict:
+    """The rules that can change `ds`: every repeating-group rule, and each single-tag rule whose element is there
+    (in the file meta for group 0002). A single-tag rule acts only on its own element and does nothing when it is
+    missing, so the result is that of every rule, without a dictionary look-up per rule of the profile."""
+    present = set(ds.keys())
+    meta = set(ds.file_meta.keys()) if hasattr(ds, "file_meta") else set()
+    return {
+        tag: action
+        for tag, number, action in _ordered_rules()
+        if number is None or number in (meta if tag[0] == 0x0002 else present)
+    }
+
+
 def _code(value: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
@@ -114,7 +137,8 @@ def deidentify(ds: Dataset, secret: str | bytes, enabled: bool = True) -> Patien
     warnings = []
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
         warnings.append("burned-in annotation: the pixels may show patient details; they are not cleaned")
-    anonymizer.anonymize_dataset(ds, extra_anonymization_rules=_profile_rules(), delete_private_tags=True)
+    rules = _rules_for(ds)
+    anonymizer.anonymize_dataset(ds, delete_private_tags=True, base_rules_gen=lambda: rules)
     ds.PatientID = pseudonym or ""
     ds.PatientName = ""
     ds.PatientIdentityRemoved = "YES"

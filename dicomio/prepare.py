@@ -10,12 +10,16 @@ de-identification, so it holds what the stored file holds. The pixels are decode
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
 from dicomio.deidentify import deidentify
 from dicomio.read import READ_ERRORS, DicomDirError, DicomError, dicom_metadata, image_warnings, part10, read_dicom
+
+PIXEL_DATA = 0x7FE00010
+PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 
 
 class SkippedDicomDir(Exception):
@@ -29,6 +33,40 @@ class PreparedDicom:
     stored_bytes: bytes
     columns: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def _pixel_element_header(ds: Dataset, length: int) -> bytes | None:
+    """The bytes pydicom writes before the value of a native PixelData element of `length` bytes in `ds`'s
+    transfer syntax (little endian only), or None."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_little_endian or syntax.is_encapsulated or syntax.is_deflated or length % 2:
+        return None
+    if syntax.is_implicit_VR:
+        return PIXEL_DATA_TAG + struct.pack("<I", length)
+    vr = ds[PIXEL_DATA].VR
+    return PIXEL_DATA_TAG + vr.encode() + b"\0\0" + struct.pack("<I", length) if vr in ("OB", "OW") else None
+
+
+def _encoded(ds: Dataset, original: bytes) -> bytes:
+    """The de-identified data set as a file: the header written by pydicom, the pixel data copied from `original`.
+
+    When the original ends with a native PixelData element, the last of the data set, and holds exactly the bytes
+    pydicom would write for it (header and value), those bytes are taken as they are instead of being written
+    again; otherwise (compressed or odd-length pixel data, elements after it) the whole data set is written.
+    Either way the result is the same bytes.
+    """
+    pixels = ds.get(PIXEL_DATA)
+    if pixels is None or max(ds.keys()) != PIXEL_DATA or not isinstance(pixels.value, bytes):
+        return part10(ds)
+    header = _pixel_element_header(ds, len(pixels.value))
+    start = len(original) - len(pixels.value)
+    if header is None or original[start - len(header) : start] != header or not original.endswith(pixels.value):
+        return part10(ds)
+    del ds[PIXEL_DATA]
+    try:
+        return b"".join((part10(ds), memoryview(original)[start - len(header) :]))
+    finally:
+        ds[PIXEL_DATA] = pixels
 
 
 def prepare_dicom(
@@ -49,7 +87,7 @@ def prepare_dicom(
         notes = image_warnings(ds)  # before de-identification, which may empty the attributes they read
         identity = deidentify(ds, secret, enabled=deidentify_enabled)
         metadata = dicom_metadata(ds)
-        stored = part10(ds) if deidentify_enabled else data
+        stored = _encoded(ds, data) if deidentify_enabled else data
     except READ_ERRORS as error:  # the message may quote a value of the file: only its type is said
         message = f"cannot de-identify this DICOM file: a malformed element ({type(error).__name__})"
         raise DicomError("corrupt", message) from None

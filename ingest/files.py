@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import io
 import logging
 import os
 import uuid
@@ -131,7 +130,8 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
             return image
         image.set_columns(prepared.columns)
         image.notes = join_notes(prepared.notes)
-        _write_atomically(io.BytesIO(prepared.stored_bytes), target)
+        with _atomic_file(target) as out:
+            out.write(prepared.stored_bytes)
         image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = target.name, ImageStatus.pending
     return image
@@ -147,22 +147,27 @@ def _uid_refusal(columns: dict) -> str | None:
     return None
 
 
-def _write_atomically(stream: IO[bytes], target: Path) -> str:
-    """Copy to a temporary name, then rename: a half-written file never carries a stored name.
-
-    Returns the SHA-256 of what was written (clients resume an upload by it).
-    """
+@contextmanager
+def _atomic_file(target: Path) -> Iterator[IO[bytes]]:
+    """A new file that appears at `target` only once it is whole: written under a temporary name, then renamed."""
     partial = target.with_name(f".{target.name}.part")
-    digest = hashlib.sha256()
     try:
         with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            for block in iter(functools.partial(stream.read, 1024 * 1024), b""):
-                digest.update(block)
-                out.write(block)
+            yield out
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _write_atomically(stream: IO[bytes], target: Path) -> str:
+    """Copy `stream` to `target` through `_atomic_file`; returns the SHA-256 of what was written (clients resume
+    an upload by it)."""
+    digest = hashlib.sha256()
+    with _atomic_file(target) as out:
+        for block in iter(functools.partial(stream.read, 1024 * 1024), b""):
+            digest.update(block)
+            out.write(block)
     return digest.hexdigest()
 
 

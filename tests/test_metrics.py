@@ -59,6 +59,9 @@ def test_both_endpoints_count_a_real_job(e2e_stack: Stack) -> None:
     for stage in metrics.BATCH_STAGES:
         name = "radbatch_worker_batch_stage_seconds_count"
         assert value(worker, name, stage=stage) > value(worker_before, name, stage=stage), stage
+    cpu = "radbatch_worker_stage_cpu_seconds_total"
+    for stage in ("decode", "read_all", "inference", "db_write", "total"):  # CPU time, not only wall time
+        assert value(worker, cpu, stage=stage) > value(worker_before, cpu, stage=stage), stage
     assert value(worker, "radbatch_worker_batch_images_count") > value(
         worker_before, "radbatch_worker_batch_images_count"
     )

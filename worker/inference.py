@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, joinedload
 
@@ -106,47 +106,74 @@ def _store(
     scores: Scores,
     outcome: BatchOutcome,
 ) -> BatchOutcome:
-    """Write the batch in the session's transaction, each image only if it is still unfinished."""
+    """Write the batch in the session's transaction, each image only if it is still unfinished.
+
+    One conditional UPDATE claims every predicted image at once (its RETURNING says which ones this delivery
+    stored); failed images are written one by one with their own error. Then one statement each writes the
+    stored images' columns, predictions and findings.
+    """
     now = utcnow()
     not_cancelled = ~exists().where(Job.id == Image.job_id, Job.status == JobStatus.cancelled)
-    jobs: set[int] = set()
-    for image_id in sorted(image_ids):  # ascending ids: concurrent deliveries lock rows in the same order
-        if image_id not in errors and image_id not in scores.predictions:
-            outcome.skipped.append(image_id)  # finished or cancelled before this delivery read it
-            continue
-        values: dict = {"processed_at": now}
-        if image_id in decoded:
-            found = decoded[image_id]
-            values |= {
-                "width": found.width,
-                "height": found.height,
-                "mode": found.mode,
-                "notes": join_notes(found.notes),
-            }
-        failed = image_id in errors
-        values |= {"status": ImageStatus.failed if failed else ImageStatus.done, "error": errors.get(image_id)}
+    still_unfinished = (Image.status.in_(ImageStatus.unfinished()), not_cancelled)
+    ids = sorted(image_ids)  # ascending ids: concurrent deliveries lock rows in the same order
+    outcome.skipped += [i for i in ids if i not in errors and i not in scores.predictions]  # finished or cancelled
+    jobs: dict[int, int] = {}  # image id -> job id, of the images this delivery stored
+    for image_id in (i for i in ids if i in errors):
         job_id = session.scalar(
             update(Image)
-            .where(Image.id == image_id, Image.status.in_(ImageStatus.unfinished()), not_cancelled)
-            .values(**values)
+            .where(Image.id == image_id, *still_unfinished)
+            .values(status=ImageStatus.failed, error=errors[image_id], processed_at=now)
             .returning(Image.job_id),
             execution_options={"synchronize_session": False},
         )
-        if job_id is None:
-            outcome.skipped.append(image_id)  # finished by another delivery meanwhile, or cancelled
-            continue
-        jobs.add(job_id)
-        if failed:
+        if job_id is not None:
+            jobs[image_id] = job_id
             outcome.failed.append(image_id)
-            continue
-        session.execute(
-            _insert_ignoring_duplicates(session, Prediction, ["image_id", "model_name"]), scores.predictions[image_id]
-        )
-        if scores.findings.get(image_id):
-            insert = _insert_ignoring_duplicates(session, FindingPrediction, ["image_id", "finding"])
-            session.execute(insert, scores.findings[image_id])
-        outcome.done.append(image_id)
-    for job_id in sorted(jobs):
+    predicted = [i for i in ids if i in scores.predictions and i not in errors]
+    if predicted:
+        claimed = session.execute(
+            update(Image)
+            .where(Image.id.in_(predicted), *still_unfinished)
+            .values(status=ImageStatus.done, error=None, processed_at=now)
+            .returning(Image.id, Image.job_id),
+            execution_options={"synchronize_session": False},
+        ).all()
+        jobs |= dict(claimed)
+        outcome.done += sorted(image_id for image_id, _ in claimed)
+    lost = set(ids) - set(jobs) - set(outcome.skipped)
+    outcome.skipped = sorted(set(outcome.skipped) | lost)  # finished by another delivery meanwhile, or cancelled
+    _write_columns(session, [i for i in sorted(jobs) if i in decoded], decoded)
+    _insert_rows(session, Prediction, ["image_id", "model_name"], scores.predictions, outcome.done)
+    _insert_rows(session, FindingPrediction, ["image_id", "finding"], scores.findings, outcome.done)
+    for job_id in sorted(set(jobs.values())):
         refresh_job(session, job_id)
     session.flush()
     return outcome
+
+
+def _write_columns(session: Session, image_ids: list[int], decoded: dict[int, Decoded]) -> None:
+    """The decoded size, mode and notes of images this delivery just stored, in one executemany UPDATE."""
+    if not image_ids:
+        return
+    columns = ("width", "height", "mode", "notes")
+    statement = (
+        update(Image.__table__)
+        .where(Image.__table__.c.id == bindparam("stored_id"))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+    rows = [
+        {"stored_id": i} | {f"new_{name}": value for name, value in zip(columns, _columns(decoded[i]))}
+        for i in image_ids
+    ]
+    session.execute(statement, rows)
+
+
+def _columns(found: Decoded) -> tuple:
+    return found.width, found.height, found.mode, join_notes(found.notes)
+
+
+def _insert_rows(session: Session, table: type, unique: list[str], rows: dict[int, list[dict]], ids: list[int]):
+    """Every row of `ids` in one INSERT ... ON CONFLICT DO NOTHING (an image stored twice keeps its first rows)."""
+    found = [row for i in ids for row in rows.get(i, [])]
+    if found:
+        session.execute(_insert_ignoring_duplicates(session, table, unique), found)

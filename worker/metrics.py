@@ -68,6 +68,12 @@ def metrics() -> SimpleNamespace:
             ["stage"],
             buckets=_STAGE_BUCKETS,
         ),
+        stage_cpu=Counter(
+            "radbatch_worker_stage_cpu_seconds",
+            "CPU seconds spent in a stage: image stages the decoding thread's own CPU time, batch stages the worker "
+            "process's CPU time (all its threads: decoding, ONNX Runtime, heat maps) while the stage ran",
+            ["stage"],
+        ),
         batch_images=Histogram("radbatch_worker_batch_images", "Images per batch", buckets=_SIZE_BUCKETS),
         model_info=Gauge(
             "radbatch_worker_model_info",
@@ -78,12 +84,32 @@ def metrics() -> SimpleNamespace:
     )
 
 
-def observe_image_stage(stage: str, seconds: float) -> None:
-    metrics().image_stage.labels(stage).observe(seconds)
+def observe_image_stage(stage: str, seconds: float, cpu_seconds: float) -> None:
+    found = metrics()
+    found.image_stage.labels(stage).observe(seconds)
+    found.stage_cpu.labels(stage).inc(max(0.0, cpu_seconds))
 
 
-def observe_batch_stage(stage: str, seconds: float) -> None:
-    metrics().batch_stage.labels(stage).observe(seconds)
+def observe_batch_stage(stage: str, seconds: float, cpu_seconds: float | None = None) -> None:
+    found = metrics()
+    found.batch_stage.labels(stage).observe(seconds)
+    if cpu_seconds is not None:
+        found.stage_cpu.labels(stage).inc(max(0.0, cpu_seconds))
+
+
+class Clock:
+    """Wall and CPU time since it was made (CPU of this thread, or with `process=True` of the whole process)."""
+
+    def __init__(self, process: bool = False):
+        self.cpu = time.process_time if process else time.thread_time
+        self.wall_started, self.cpu_started = time.perf_counter(), self.cpu()
+
+    def lap(self) -> tuple[float, float]:
+        """(wall s, CPU s) since the last lap (or the start)."""
+        wall, cpu = time.perf_counter(), self.cpu()
+        found = (wall - self.wall_started, cpu - self.cpu_started)
+        self.wall_started, self.cpu_started = wall, cpu
+        return found
 
 
 def observe_queue_wait(uploaded_at: list[datetime]) -> None:
@@ -95,11 +121,11 @@ def observe_queue_wait(uploaded_at: list[datetime]) -> None:
 
 @contextmanager
 def batch_stage(stage: str) -> Iterator[None]:
-    started = time.perf_counter()
+    clock = Clock(process=True)
     try:
         yield
     finally:
-        observe_batch_stage(stage, time.perf_counter() - started)
+        observe_batch_stage(stage, *clock.lap())
 
 
 def count_batch(counts: dict[str, int]) -> None:

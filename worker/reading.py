@@ -8,11 +8,10 @@ reduced input instead of from the full-size picture.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,15 +70,22 @@ def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage
 
 
 def write_thumbnail(thumbnail: PILImage.Image, path: Path) -> None:
-    """Save a thumbnail as PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    """Save a picture (a thumbnail or a heat map) as PNG, atomically: encoded in memory, written in one call
+    under a temporary name, then renamed (its folder is made only when it is missing)."""
+    encoded = io.BytesIO()
+    thumbnail.save(encoded, format="PNG", compress_level=1)
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")  # deliveries may race
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            thumbnail.save(handle, format="PNG", compress_level=1)
-        os.replace(tmp, path)
+            handle.write(encoded.getbuffer())
+        os.replace(partial, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 
@@ -87,29 +93,27 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
     """Read, decode, preprocess and thumbnail one stored file; ImageDecodeError says what is wrong."""
     if not stored_name:
         raise ImageDecodeError("the upload was not stored, so there is nothing to read")
-    started = time.perf_counter()
+    clock = metrics.Clock()
     try:
         data = (settings.upload_dir / stored_name).read_bytes()
     except FileNotFoundError:
         raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
-    read = time.perf_counter()
+    laps = [clock.lap()]
     upload = read_upload(data, max((model.input_size for model in models.values()), default=0))
-    decoded = time.perf_counter()
+    laps.append(clock.lap())
     by_spec: dict[tuple[int, int], np.ndarray] = {}
     for model in models.values():
         spec = (model.input_size, model.channels)
         if spec not in by_spec:
             by_spec[spec] = preprocess(upload.image, size=model.input_size, channels=model.channels)
     inputs = {name: by_spec[(m.input_size, m.channels)] for name, m in models.items()}
-    preprocessed = time.perf_counter()
+    laps.append(clock.lap())
     plane = max(by_spec.values(), key=len)[..., 0]
     thumbnail = thumbnail_from_input(plane, upload.image.width, upload.image.height)
     write_thumbnail(thumbnail, settings.thumbnail_dir / f"{image_id}.png")
-    for stage, seconds in zip(
-        metrics.IMAGE_STAGES,
-        (read - started, decoded - read, preprocessed - decoded, time.perf_counter() - preprocessed),
-    ):
-        metrics.observe_image_stage(stage, seconds)
+    laps.append(clock.lap())
+    for stage, (seconds, cpu_seconds) in zip(metrics.IMAGE_STAGES, laps):
+        metrics.observe_image_stage(stage, seconds, cpu_seconds)
     return Decoded(upload.width, upload.height, upload.mode, inputs, upload.notes)
 
 
@@ -134,7 +138,7 @@ def read_images(
     """Read a batch in the decoding threads: (decoded images by id, error messages by id)."""
     jobs = [(image.id, image.stored_name) for image in images]  # ORM rows stay in this thread
     metrics.observe_queue_wait([image.queued_at or image.created_at for image in images])
-    started = time.perf_counter()
+    clock = metrics.Clock(process=True)
     pool = decode_pool(settings)
     futures = [(image_id, pool.submit(_read_safely, image_id, name, models, settings)) for image_id, name in jobs]
     decoded: dict[int, Decoded] = {}
@@ -145,5 +149,5 @@ def read_images(
             decoded[image_id] = result
         else:
             errors[image_id] = result
-    metrics.observe_batch_stage("read_all", time.perf_counter() - started)
+    metrics.observe_batch_stage("read_all", *clock.lap())
     return decoded, errors
