@@ -91,7 +91,7 @@ def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -
             ).all()
         )
         assert loaded_models.findings is not None
-        assert sorted(findings.values()) == [len(loaded_models.findings.served)] * 6  # none for the failed files
+        assert sorted(findings.values()) == [len(loaded_models.findings.findings)] * 6  # every head; none for failed files
         images = {image.path: image for image in session.scalars(select(Image).where(Image.job_id == job_id))}
         assert images["truncated.png"].error.startswith("corrupt or truncated PNG file")
         assert images["gone.png"].error == "the uploaded file is missing from the server's upload folder"
@@ -118,8 +118,8 @@ def test_an_image_put_back_in_the_queue_never_gets_a_second_row(env, loaded_mode
     assert outcome.done == [ids[0]]
     with session_scope(sessions) as session:
         assert session.scalar(select(func.count()).where(Prediction.image_id == ids[0])) == 3
-        served = len(loaded_models.findings.served) if loaded_models.findings else 0
-        assert session.scalar(select(func.count()).where(FindingPrediction.image_id == ids[0])) == served
+        heads = len(loaded_models.findings.findings) if loaded_models.findings else 0  # hidden ones are stored too
+        assert session.scalar(select(func.count()).where(FindingPrediction.image_id == ids[0])) == heads
         assert session.get(Job, job_id).done == 3
 
 
@@ -213,7 +213,7 @@ def test_a_worker_with_a_prevalence_stores_shifted_probabilities_and_says_which(
             return sorted((ids.index(f.image_id), f.finding, f.probability, f.label, f.prevalence) for f in rows)
 
     before, after = findings(at_training), findings(at_site)
-    assert len(before) == len(after) == 4 * len(heads.served)
+    assert len(before) == len(after) == 4 * len(heads.findings)  # every head, hidden ones included
     for (position, name, probability, label, prevalence), shifted in zip(before, after, strict=True):
         shift = heads.shift(heads.findings.index(name), 0.2)
         assert prevalence == pytest.approx(shift.trained) and shifted[4] == pytest.approx(shift.target)

@@ -3,8 +3,9 @@ refuses a taken one, and the benchmark says plainly when it cannot read the work
 
 from __future__ import annotations
 
-import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ import pytest
 from benchmarks import throughput
 from deploy import run
 from settings import Settings
-from tests.services import free_port
+from tests.services import REPO_ROOT, free_port, service_env
 
 
 def test_the_metrics_port_follows_the_web_port_unless_set(tmp_path: Path) -> None:
@@ -35,26 +36,24 @@ def test_make_run_names_the_metrics_endpoint(tmp_path: Path) -> None:
     assert "worker metrics" not in [service for service, _, _ in quiet]
 
 
-def test_make_run_refuses_a_metrics_port_already_taken(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_make_run_refuses_a_metrics_port_already_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for name, value in {
+        overrides = {
             "HOME": tmp_path / "home",
             "PORT": free_port(),
             "DICOM_PORT": free_port(),
             "REDIS_URL": "redis://127.0.0.1:1/0",
             "WORKER_METRICS_PORT": port,
-        }.items():
-            monkeypatch.setenv(f"RADBATCH_{name}", str(value))
-        umask = os.umask(0o022)
-        try:
-            assert run.main([]) == 2
-        finally:
-            os.umask(umask)
-    error = capsys.readouterr().err
-    assert f"port(s) {port} already in use" in error and "RADBATCH_WORKER_METRICS_PORT" in error
+        }
+        env = service_env({f"RADBATCH_{name}": str(value) for name, value in overrides.items()})
+        ran = subprocess.run(
+            [sys.executable, "-m", "deploy.run"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert ran.returncode == 2, ran.stderr
+    assert f"port(s) {port} already in use" in ran.stderr and "RADBATCH_WORKER_METRICS_PORT" in ran.stderr
 
 
 class _NotMetrics(BaseHTTPRequestHandler):
