@@ -26,6 +26,7 @@ from db.models import User, utcnow
 logger = logging.getLogger(__name__)
 FLUSH_EVERY_S = 1.0
 MAX_ROWS = 500  # a flush starts at once past this many
+IDLE_ROUNDS = 60  # the flushing thread ends after this many rounds with nothing to write
 KEEP_AT_MOST = 100_000  # rows kept for a retry while the database is down; older ones are dropped (and logged)
 
 
@@ -35,7 +36,8 @@ class AuditBuffer:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._owner_pid: int | None = None  # the process whose flushing thread runs (gunicorn forks workers)
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid: int | None = None  # gunicorn forks workers: each process needs a thread of its own
         atexit.register(self.flush)
 
     def add(self, action: str, user: User | None, job_id: int | None, ip: str | None, detail: dict | None) -> None:
@@ -53,17 +55,25 @@ class AuditBuffer:
         with self._lock:
             self._rows.append(row)
             full = len(self._rows) >= MAX_ROWS
-            if self._owner_pid != os.getpid():
-                self._owner_pid = os.getpid()
-                threading.Thread(target=self._run, name="audit-flush", daemon=True).start()
+            if self._flusher_pid != os.getpid() or self._flusher is None or not self._flusher.is_alive():
+                self._flusher_pid = os.getpid()
+                self._flusher = threading.Thread(target=self._run, name="audit-flush", daemon=True)
+                self._flusher.start()
         if full:
             self._wake.set()
 
     def _run(self) -> None:
-        while True:
+        """Flush every FLUSH_EVERY_S seconds; end after IDLE_ROUNDS empty rounds (the next read starts another)."""
+        idle = 0
+        while idle < IDLE_ROUNDS:
             self._wake.wait(FLUSH_EVERY_S)
             self._wake.clear()
-            self.flush()
+            idle = 0 if self.flush() or self._rows else idle + 1
+        with self._lock:
+            self._flusher = None  # the next add() starts another
+            if self._rows:  # a row came in as this thread was ending: hand it to a new one
+                self._flusher = threading.Thread(target=self._run, name="audit-flush", daemon=True)
+                self._flusher.start()
 
     def flush(self) -> int:
         """Write every buffered row now, in one statement; returns how many were written."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -168,3 +170,19 @@ def test_a_resend_is_counted_and_a_namesake_is_kept_with_a_note(start, sessions,
         assert session.get(Job, job.id).to_dict()["resent"] == 2
     assert f"same SOP Instance UID as image {first.id}, different pixels" in second.notes
     assert first.notes is None or "same SOP Instance UID" not in first.notes
+
+
+def test_the_listener_process_refuses_to_start_exposed_without_an_allow_list(tmp_path: Path) -> None:
+    """What compose runs (`python -m listener` on 0.0.0.0): with no allow-list it exits at once, saying why."""
+    env = services.service_env(
+        {
+            "RADBATCH_HOME": str(tmp_path),
+            "RADBATCH_SECRET_KEY": "exposed",
+            "RADBATCH_DICOM_HOST": "0.0.0.0",
+            "RADBATCH_DICOM_PORT": str(services.free_port()),
+        }
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "listener"], cwd=services.REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "set RADBATCH_DICOM_ALLOWED_AETS" in run.stderr, run.stderr[-2000:]
