@@ -22,6 +22,7 @@ ACTIONS = (
     "results.view",
     "results.export",
     "image.view",
+    "study.view",
     "heatmap.view",
     "labels.upload",
     "evaluation.view",

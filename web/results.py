@@ -166,7 +166,7 @@ def image_to_dict(
     }
 
 
-def _with_outputs(session: Session, images: list[Image]) -> list[dict]:
+def with_outputs(session: Session, images: list[Image]) -> list[dict]:
     """The images as dicts with their predictions and findings: two queries whatever the count."""
     ids = [image.id for image in images]
     predictions, findings = predictions_for(session, ids), findings_for(session, ids)
@@ -178,11 +178,17 @@ def count_results(session: Session, job_id: int, flt: ResultFilter) -> int:
     return session.scalar(query) or 0
 
 
-def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
-    """One page of results and the filtered total: four queries whatever the page size."""
+def page_of_images(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[Image], int]:
+    """One page of the filtered images (without their outputs) and the filtered total: two queries."""
     total = count_results(session, job_id, flt)
     images = list(session.scalars(_ordered(_filtered(job_id, flt), flt).limit(page.per_page).offset(page.offset)))
-    return _with_outputs(session, images), total
+    return images, total
+
+
+def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
+    """One page of results and the filtered total: four queries whatever the page size."""
+    images, total = page_of_images(session, job_id, flt, page)
+    return with_outputs(session, images), total
 
 
 def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[dict]:
@@ -196,7 +202,7 @@ def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[d
             chunk = list(session.scalars(query.limit(_CSV_CHUNK).offset(offset)))
         if not chunk:
             return
-        yield from _with_outputs(session, chunk)
+        yield from with_outputs(session, chunk)
         last_id, offset = chunk[-1].id, offset + len(chunk)
         session.expunge_all()  # keep memory flat on a 100,000-image job
 
@@ -213,21 +219,27 @@ def _blank_if_none(value: Any) -> Any:
 
 
 DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
+STUDY_CSV_COLUMNS = ["study_probability", "study_label"]  # web/studies.py: max of the ensemble over frontal views
 PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
-CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS] + [
+CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS] + [
     f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
 ]
 
 
-def csv_lines(rows: Iterator[dict], findings: Sequence[str] = ()) -> Iterator[str]:
+def csv_lines(
+    rows: Iterator[dict], findings: Sequence[str] = (), studies: Mapping[str, tuple[float, str]] | None = None
+) -> Iterator[str]:
     """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
-    job_finding_names: every finding predicted for any image of the job)."""
+    job_finding_names: every finding predicted for any image of the job). `studies` gives each study's
+    (probability, label) (web/studies.py's study_results_of_job), repeated on every image of the study."""
+    studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_HEADER + [f"finding_{name}" for name in findings])
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
+        cells += list(studies.get(row["study_instance_uid"] or "", ("", "")))
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
             cells += [_blank_if_none(prediction.get(key, "")) for key in PREDICTION_CSV_FIELDS]
