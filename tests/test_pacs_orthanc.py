@@ -1,6 +1,7 @@
 """The peer a hospital actually has: Debian's Orthanc, both directions. Orthanc pushes a study to radbatch's
 listener through its REST API (`POST /modalities/radbatch/store`); the worker predicts it; the forwarding worker
-sends the SRs back, and the test reads them from Orthanc's REST API (instance count, SR content, references)."""
+sends the study's AIR report back, and the test reads it from Orthanc's REST API (instance count, SR content,
+references to the source instances)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pydicom
 import pytest
 
 from tests.dicom_network_fixtures import NetworkStack
-from tests.dicom_network_helpers import write_dicom_folder
+from tests.dicom_network_helpers import evidence_uids, write_dicom_folder
 from tests.orthanc import Orthanc
 from tests.services import wait_for
 
@@ -34,11 +35,15 @@ def reports_in_orthanc(orthanc: Orthanc, study_instance_uid: str) -> list[pydico
     ]
 
 
-def test_orthanc_pushes_a_study_and_receives_the_srs(
+def test_orthanc_pushes_a_study_and_indexes_its_air_report(
     pacs_stack: NetworkStack, orthanc: Orthanc, tmp_path: Path
 ) -> None:
     sent = write_dicom_folder(tmp_path / "pacs", 3, studies=1)
-    study_instance_uid = str(pydicom.dcmread(next(iter(sent.values()))).StudyInstanceUID)
+    lateral_path = list(sent.values())[2]
+    lateral = pydicom.dcmread(lateral_path)
+    lateral.ViewPosition = "LL"
+    lateral.save_as(lateral_path, enforce_file_format=True)
+    study_instance_uid = str(lateral.StudyInstanceUID)
     (orthanc_study,) = orthanc.upload(list(sent.values()))
     answer = orthanc.push("radbatch", [orthanc_study])
     assert answer["InstancesCount"] == 3 and answer["FailedInstancesCount"] == 0
@@ -48,32 +53,41 @@ def test_orthanc_pushes_a_study_and_receives_the_srs(
     assert (finished["total"], finished["done"], finished["failed"]) == (3, 3, 0)
     rows = {row["dicom"]["sop_instance_uid"]: row for row in pacs_stack.api.results(job["id"])}
     assert set(rows) == set(sent)
+    study = pacs_stack.api.http.get(f"{pacs_stack.api.base}/studies/{study_instance_uid}", timeout=30).json()
 
-    def every_report_indexed() -> list[pydicom.Dataset] | None:
-        reports = reports_in_orthanc(orthanc, study_instance_uid)
-        return reports if len(reports) >= len(sent) else None
+    (report,) = wait_for(lambda: reports_in_orthanc(orthanc, study_instance_uid), 180, "the SR indexed by Orthanc")
+    assert len(orthanc.instances_of_study(study_instance_uid)) == len(sent) + 1
+    assert report.StudyInstanceUID == study_instance_uid and report.VerificationFlag == "UNVERIFIED"
+    assert evidence_uids(report) == set(sent)
+    study_group, *image_groups = measurement_groups(report)
+    counted = {
+        str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for item in named(study_group, "Source of Measurement")
+    }
+    assert counted == set(sent) - {str(lateral.SOPInstanceUID)}
+    probability = float(named(study_group, "Study probability of disease")[0].MeasuredValueSequence[0].NumericValue)
+    assert probability == pytest.approx(study["result"]["probability"], abs=1e-4)
+    assert_probabilities_match(image_groups, rows)
+    comments = [item.TextValue for item in report.ContentSequence[-1].ContentSequence]
+    assert comments[0] == "Research use only, not for diagnosis"
+    assert any(f"{lateral.SOPInstanceUID} (LL): lateral view" in text for text in comments)
 
-    reports = wait_for(every_report_indexed, 180, "the SRs indexed by Orthanc")
-    assert len(orthanc.instances_of_study(study_instance_uid)) == len(sent) + len(reports)
-    referenced = set()
-    for report in reports:
-        assert report.StudyInstanceUID == study_instance_uid and report.VerificationFlag == "UNVERIFIED"
-        evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
-        referenced |= {str(item.ReferencedSOPInstanceUID) for item in evidence.ReferencedSOPSequence}
-        assert_probabilities_match(report, rows)
-    assert referenced == set(sent)
 
-
-def assert_probabilities_match(report: pydicom.Dataset, rows: dict[str, dict]) -> None:
-    """Every measurement group's probability of disease is the API's for that image and model."""
+def measurement_groups(report: pydicom.Dataset) -> list[pydicom.Dataset]:
     content = report.ContentSequence
     measurements = next(item for item in content if item.ConceptNameCodeSequence[0].CodeValue == "126010")
-    checked = 0
-    for group in measurements.ContentSequence:
-        by_meaning = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in group.ContentSequence}
-        image = str(by_meaning["Source of Measurement"].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-        model = by_meaning["Algorithm Name"].TextValue
-        probability = float(by_meaning["Probability of disease"].MeasuredValueSequence[0].NumericValue)
+    return list(measurements.ContentSequence)
+
+
+def named(group: pydicom.Dataset, meaning: str) -> list[pydicom.Dataset]:
+    return [item for item in group.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == meaning]
+
+
+def assert_probabilities_match(groups: list[pydicom.Dataset], rows: dict[str, dict]) -> None:
+    """Every image-level group's probability of disease is the API's for that image and model."""
+    for group in groups:
+        image = str(named(group, "Source of Measurement")[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        model = named(group, "Algorithm Name")[0].TextValue
+        probability = float(named(group, "Probability of disease")[0].MeasuredValueSequence[0].NumericValue)
         assert probability == pytest.approx(rows[image]["predictions"][model]["probability"], abs=1e-4)
-        checked += 1
-    assert checked >= 3
+    assert len(groups) == 3 * len(rows)

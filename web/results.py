@@ -219,7 +219,7 @@ def _blank_if_none(value: Any) -> Any:
 
 
 DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
-STUDY_CSV_COLUMNS = ["study_probability", "study_label"]  # web/studies.py: max of the ensemble over frontal views
+STUDY_CSV_COLUMNS = ["study_probability", "study_label"]  # db/studies.py: max of the ensemble over frontal views
 PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
 CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS] + [
     f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
@@ -231,7 +231,7 @@ def csv_lines(
 ) -> Iterator[str]:
     """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
     job_finding_names: every finding predicted for any image of the job). `studies` gives each study's
-    (probability, label) (web/studies.py's study_results_of_job), repeated on every image of the study."""
+    (probability, label) (db/studies.py: study_results_of_job), repeated on every image of the study."""
     studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -1,16 +1,16 @@
-"""Study-level results (web/studies.py): one study, the studies of a job, and a study found by its accession."""
+"""Study-level results (db/studies.py): one study, the studies of a job, and a study found by its accession."""
 
 from __future__ import annotations
 
 from flask import abort, g, jsonify, request
 
+from db.studies import job_studies_page, studies_by_accession, summarise_many, visible_study_images
 from web.access import job_or_404
 from web.api import bp
 from web.audit import audit
 from web.extensions import get_db, get_settings
 from web.query_args import page_args
 from web.results import study_uid
-from web.studies import job_studies_page, studies_by_accession, summarise_many, visible_study_images
 
 MAX_ACCESSION = 64
 
@@ -46,7 +46,7 @@ def job_studies(job_id: int):
     """The job's DICOM images grouped by study, each with its study-level result."""
     job = job_or_404(g.user, job_id)
     page = page_args(request.args, default_per_page=50)
-    found, total = job_studies_page(get_db(), job.id, page)
+    found, total = job_studies_page(get_db(), job.id, page.per_page, page.offset)
     audit("results.view", job.id, studies=len(found))
     get_db().commit()
     return jsonify({"job_id": job.id, "studies": found} | page.meta(total))

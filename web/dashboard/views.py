@@ -22,14 +22,14 @@ from sqlalchemy import select
 from db.findings import job_finding_names
 from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
+from db.studies import METHOD as STUDY_METHOD
+from db.studies import job_studies_page, study_results_of_job
 from web.access import job_or_404
 from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
 from web.extensions import get_db, get_settings
 from web.query_args import enum_choice, page_args
 from web.results import csv_lines, iter_results, page_of_images, parse_filter, with_outputs
-from web.studies import METHOD as STUDY_METHOD
-from web.studies import job_studies_page, study_results_of_job
 
 logger = logging.getLogger(__name__)
 PLACEHOLDER_SVG = (
@@ -62,7 +62,7 @@ def _results_context(job: Job) -> dict:
     context["has_studies"] = bool(flt.study) or any(image.study_instance_uid for image in images)
     if context["has_studies"] and not args:
         if request.args.get("view") != "images":
-            studies, total = job_studies_page(db, job.id, page)
+            studies, total = job_studies_page(db, job.id, page.per_page, page.offset)
             return context | {"studies": studies, "rows": [], "meta": page.meta(total)}
         context["args"] = {"view": "images"}
     return context | {"rows": with_outputs(db, images), "meta": page.meta(total)}

@@ -14,6 +14,7 @@ from broker import PREDICT_TASK, send_forwards
 from db.jobs import requeue_images
 from db.session import session_scope
 from worker import delivery, inference, metrics, runtime
+from worker.forwarding import one_per_study
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,18 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     metrics.observe_batch_stage("total", time.perf_counter() - started)
     counts = {name: counts[name] + n for name, n in outcome.counts().items()}
     if settings.dicom_forward and outcome.done:
-        _forward(self.app, outcome.done)
+        _forward(self.app, sessions, outcome.done)
     metrics.count_batch(counts)
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
 
 
-def _forward(app, image_ids: list[int]) -> None:
-    """Hand the stored results to the forwarding worker; a broker outage loses the forwarding, never the batch."""
+def _forward(app, sessions, image_ids: list[int]) -> None:
+    """Hand the stored results to the forwarding worker, one task per study; a broker or database outage loses the
+    forwarding, never the batch."""
     try:
+        with sessions() as session:
+            image_ids = one_per_study(session, image_ids)
         send_forwards(app, image_ids)
-    except BrokerError as error:
+    except (BrokerError, OperationalError) as error:
         log.error("could not queue the forwarding of %d SRs: %s", len(image_ids), error)

@@ -18,11 +18,9 @@ from sqlalchemy.orm import Session
 
 from db.findings import findings_for
 from db.jobs import visible_jobs
-from db.models import Image, ImageStatus, Job, Prediction, User, split_notes
+from db.models import Image, ImageStatus, Job, Prediction, User, outputs_by_image, split_notes
 from dicomio.checks import LATERAL_VIEWS, OBLIQUE_VIEWS
 from dicomio.deidentify import accession_pseudonym
-from web.query_args import PageArgs
-from web.results import predictions_for
 
 STUDY_MODEL = "ensemble"
 OUTPUT_CHUNK = 500
@@ -45,6 +43,12 @@ def frontal_view(view_position: str | None, notes: str | None) -> bool:
     return not any(note.startswith(NON_FRONTAL_NOTES) for note in split_notes(notes))
 
 
+def job_study_images(session: Session, job_id: int, study_uid: str) -> list[Image]:
+    """The study's images in one job (what a forwarded report covers), oldest first, each instance once."""
+    query = select(Image).where(Image.job_id == job_id, Image.study_instance_uid == study_uid).order_by(Image.id)
+    return _one_per_instance(session.scalars(query))
+
+
 def visible_study_images(session: Session, user: User, study_uid: str) -> list[Image]:
     """The study's images in the caller's jobs (every job for an admin), oldest first; an instance sent twice
     counts once (its newest predicted copy)."""
@@ -63,7 +67,7 @@ def _one_per_instance(images: Iterable[Image]) -> list[Image]:
     return sorted(kept.values(), key=lambda image: image.id)
 
 
-def job_studies_page(session: Session, job_id: int, page: PageArgs) -> tuple[list[dict[str, Any]], int]:
+def job_studies_page(session: Session, job_id: int, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
     """One page of a job's studies, summarised, in the order their first image arrived; and how many there are."""
     first_seen = (
         select(Image.study_instance_uid, func.min(Image.id).label("first_image"))
@@ -71,7 +75,7 @@ def job_studies_page(session: Session, job_id: int, page: PageArgs) -> tuple[lis
         .group_by(Image.study_instance_uid)
     )
     total = session.scalar(select(func.count()).select_from(first_seen.subquery())) or 0
-    ordered = first_seen.order_by(func.min(Image.id)).limit(page.per_page).offset(page.offset)
+    ordered = first_seen.order_by(func.min(Image.id)).limit(limit).offset(offset)
     uids = [uid for uid, _ in session.execute(ordered)]
     grouped: dict[str, list[Image]] = {uid: [] for uid in uids}
     images = select(Image).where(Image.job_id == job_id, Image.study_instance_uid.in_(uids)).order_by(Image.id)
@@ -117,7 +121,7 @@ def summarise_many(session: Session, studies: Sequence[list[Image]]) -> list[dic
     findings: dict[int, dict[str, dict]] = {}
     for start in range(0, len(ids), OUTPUT_CHUNK):
         chunk = ids[start : start + OUTPUT_CHUNK]
-        predictions |= predictions_for(session, chunk)
+        predictions |= outputs_by_image(session, Prediction.model_name, chunk)
         findings |= findings_for(session, chunk)
     return [summarise(images, predictions, findings) for images in studies]
 
