@@ -138,10 +138,12 @@ def summarise(
         "accession_number": next((i.accession_number for i in images if i.accession_number), None),
         "study_date": next((i.study_date for i in images if i.study_date), None),
         "patient_pseudonym": first.patient_pseudonym,
+        "patient_id": first.patient_id,  # only with RADBATCH_DEIDENTIFY=false
         "views": list(dict.fromkeys(image.view_position or "unknown" for image in images)),
         "status": "in progress" if unfinished else "done",
         "job_ids": sorted({image.job_id for image in images}),
         "result": _study_result(frontal_done, predictions, images),
+        "models": _model_results(frontal_done, predictions),
         "findings": _study_findings(frontal_done, findings),
         "images": [_image_entry(image, predictions) for image in images],
     }
@@ -170,6 +172,22 @@ def _study_result(frontal: list[Image], predictions: dict[int, dict[str, dict]],
         "counted_image_ids": [image.id for image in frontal],
         "not_counted_image_ids": excluded,
     }
+
+
+def _model_results(frontal: list[Image], predictions: dict[int, dict[str, dict]]) -> dict[str, dict[str, Any]]:
+    """Each model's study-level result by the same rule as the ensemble's: its maximum over the frontal images."""
+    models: dict[str, dict[str, Any]] = {}
+    for image in frontal:
+        for name, prediction in predictions.get(image.id, {}).items():
+            if name not in models or prediction["probability"] > models[name]["probability"]:
+                label = "disease" if prediction["probability"] >= prediction["threshold"] else "healthy"
+                models[name] = {
+                    "probability": prediction["probability"],
+                    "threshold": prediction["threshold"],
+                    "label": label,
+                    "model_version": prediction["model_version"],
+                }
+    return models
 
 
 def _study_findings(frontal: list[Image], findings: dict[int, dict[str, dict]]) -> dict[str, dict[str, Any]]:

@@ -128,3 +128,33 @@ def test_the_job_page_lists_one_row_per_study_that_opens_its_images(web_client, 
     assert images.count('class="viewable') == 3 and '<tr class="study"' not in images
     every_image = web_client.get(f"/jobs/{job_id}?view=images").get_data(as_text=True)
     assert every_image.count('class="viewable') == 3
+
+
+def test_the_fhir_bundle_validates_and_is_coded(web_client, web_token, web_db) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    predicted_study(web_client, web_token, web_db)
+    response = web_client.get(f"/api/v1/studies/{STUDY}/fhir", headers=web_token("alice"))
+    assert response.status_code == 200 and response.mimetype == "application/fhir+json"
+    bundle = Bundle.model_validate(response.get_json())
+    resources = [entry.resource for entry in bundle.entry]
+    report, *observations = resources
+    assert (bundle.type, report.get_resource_type(), report.status) == (
+        "transaction",
+        "DiagnosticReport",
+        "preliminary",
+    )
+    assert report.identifier[0].value == f"urn:oid:{STUDY}"
+    assert "Research use only, not for diagnosis" in report.conclusion and "0.620" in report.conclusion
+    assert (report.conclusionCode[0].coding[0].system, report.conclusionCode[0].coding[0].code) == (
+        "http://snomed.info/sct",
+        "263654008",
+    )
+    assert [r.reference for r in report.result] == [entry.fullUrl for entry in bundle.entry[1:]]
+    by_code = {o.code.coding[0].code: o for o in observations}
+    assert set(by_code) == {"PSTUDY-cnn", "PSTUDY-unet", "PSTUDY-ensemble", "60046008"}  # + pleural effusion
+    assert float(by_code["PSTUDY-ensemble"].valueQuantity.value) == 0.62
+    assert by_code["PSTUDY-ensemble"].interpretation[0].coding[0].code == "A"
+    assert by_code["60046008"].valueCodeableConcept.coding[0].code == "52101004"  # present
+    assert all(o.status == "preliminary" for o in observations)
+    assert web_client.get(f"/api/v1/studies/{STUDY}/fhir", headers=web_token("bob")).status_code == 404

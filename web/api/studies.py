@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import abort, g, jsonify, request
+import json
+
+from flask import Response, abort, g, jsonify, request
 
 from db.studies import job_studies_page, studies_by_accession, summarise_many, visible_study_images
+from interop.fhir import study_bundle
 from web.access import job_or_404
 from web.api import bp
 from web.audit import audit
@@ -25,6 +28,19 @@ def study(study_instance_uid: str):
     audit("study.view", summary["job_ids"][0], study=uid)
     get_db().commit()
     return jsonify(summary)
+
+
+@bp.get("/studies/<study_instance_uid>/fhir")
+def study_fhir(study_instance_uid: str):
+    """The study's results as a FHIR R4 transaction Bundle (interop/fhir.py): DiagnosticReport + Observations."""
+    uid = study_uid({"study": study_instance_uid})
+    images = visible_study_images(get_db(), g.user, uid)
+    if not uid or not images:
+        abort(404, f"study {study_instance_uid} not found among your jobs")
+    (summary,) = summarise_many(get_db(), [images])
+    audit("study.view", summary["job_ids"][0], study=uid, format="fhir")
+    get_db().commit()
+    return Response(json.dumps(study_bundle(summary)), mimetype="application/fhir+json")
 
 
 @bp.get("/studies")
