@@ -138,7 +138,8 @@ def summarise(
         "accession_number": next((i.accession_number for i in images if i.accession_number), None),
         "study_date": next((i.study_date for i in images if i.study_date), None),
         "patient_pseudonym": first.patient_pseudonym,
-        "patient_id": first.patient_id,  # only with RADBATCH_DEIDENTIFY=false
+        "patient_id": first.patient_id,  # these two only with RADBATCH_DEIDENTIFY=false
+        "patient_name": first.patient_name,
         "views": list(dict.fromkeys(image.view_position or "unknown" for image in images)),
         "status": "in progress" if unfinished else "done",
         "job_ids": sorted({image.job_id for image in images}),

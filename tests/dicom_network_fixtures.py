@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker import OUTBOUND_QUEUES
 from db.session import make_engine, make_session_factory
 from db.setup import make_dirs
 from settings import Settings
@@ -25,6 +26,7 @@ from tests.dicom_network_helpers import Destination, start_listener
 from tests.orthanc import AE_TITLE as ORTHANC_AET
 from tests.orthanc import Orthanc, start_orthanc
 from tests.orthanc import missing as orthanc_missing
+from tests.outbound_receivers import FhirReceiver, Hl7Receiver
 from tests.stack import migrated_database, skip_or_fail, stack_env, user_with_token, worker_and_web
 
 ALLOWED_AETS = ("PROBE", "ECHOSCU", "STORESCU", "KILLTEST", "PYNETDICOM", ORTHANC_AET)
@@ -42,6 +44,8 @@ class NetworkStack:
     destination: Destination | None
     listener: subprocess.Popen
     listener_log: Path
+    fhir: FhirReceiver | None = None
+    hl7: Hl7Receiver | None = None
 
     def restart_listener(self) -> None:
         services.stop_process(self.listener)
@@ -75,7 +79,7 @@ def running_network_stack(home: Path, forward_to: str, **extra_env: str) -> Iter
             **extra_env,
         )
         _, base_url = running.enter_context(worker_and_web(env, logs, redis_url))
-        forwarder = [str(services.BIN / "celery"), "-A", "worker.forwarder", "worker", "-Q", "radbatch-forward"]
+        forwarder = [str(services.BIN / "celery"), "-A", "worker.forwarder", "worker", "-Q", ",".join(OUTBOUND_QUEUES)]
         forwarder += ["--pool", "threads", "--concurrency", "2", "--loglevel", "INFO", "-n", "fw@%h"]
         forwarder += ["--without-mingle", "--without-gossip"]
         running.callback(services.stop_process, services.start_process(forwarder, env, logs / "forwarder.log"), 60)
@@ -121,8 +125,16 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 
 @pytest.fixture(scope="module")
 def pacs_stack(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkStack]:
-    """A network stack that forwards its SRs to the session's Orthanc, which knows it as modality `radbatch`."""
+    """A network stack that forwards its SRs to the session's Orthanc, which knows it as modality `radbatch`, its
+    FHIR Bundles to a FHIR endpoint and its ORU^R01 messages to an MLLP receiver (`stack.fhir`, `stack.hl7`)."""
     home = tmp_path_factory.mktemp("pacs-network")
-    with running_network_stack(home, orthanc.address) as stack:
-        orthanc.add_modality("radbatch", "RADBATCH", stack.dicom_port)
-        yield stack
+    fhir, hl7 = FhirReceiver(), Hl7Receiver()
+    try:
+        extra = {"RADBATCH_FHIR_FORWARD": fhir.url, "RADBATCH_HL7_FORWARD": hl7.address}
+        with running_network_stack(home, orthanc.address, **extra) as stack:
+            orthanc.add_modality("radbatch", "RADBATCH", stack.dicom_port)
+            stack.fhir, stack.hl7 = fhir, hl7
+            yield stack
+    finally:
+        fhir.stop()
+        hl7.stop()

@@ -1,7 +1,7 @@
 """The peer a hospital actually has: Debian's Orthanc, both directions. Orthanc pushes a study to radbatch's
 listener through its REST API (`POST /modalities/radbatch/store`); the worker predicts it; the forwarding worker
 sends the study's AIR report back, and the test reads it from Orthanc's REST API (instance count, SR content,
-references to the source instances)."""
+references to the source instances); the same study's FHIR Bundle and HL7 ORU^R01 reach their receivers."""
 
 from __future__ import annotations
 
@@ -71,6 +71,22 @@ def test_orthanc_pushes_a_study_and_indexes_its_air_report(
     comments = [item.TextValue for item in report.ContentSequence[-1].ContentSequence]
     assert comments[0] == "Research use only, not for diagnosis"
     assert any(f"{lateral.SOPInstanceUID} (LL): lateral view" in text for text in comments)
+    assert_fhir_and_hl7_received(pacs_stack, study)
+
+
+def assert_fhir_and_hl7_received(stack: NetworkStack, study: dict) -> None:
+    """The study's FHIR Bundle reached the FHIR endpoint and validates; its ORU^R01 was parsed and ACKed."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    wait_for(lambda: stack.fhir.bundles and stack.hl7.messages, 120, "the FHIR bundle and the HL7 message")
+    (bundle,) = [Bundle.model_validate(b) for b in stack.fhir.bundles]
+    report = bundle.entry[0].resource
+    assert (report.status, report.identifier[0].value) == ("preliminary", f"urn:oid:{study['study_instance_uid']}")
+    (message,) = stack.hl7.messages
+    order = message.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_20.value == study["study_instance_uid"]
+    values = {o.obx.obx_3.value.split("^")[0]: o.obx.obx_5.value for o in order.oru_r01_observation}
+    assert float(values["PSTUDY-ensemble"]) == pytest.approx(study["result"]["probability"], abs=1e-4)
 
 
 def measurement_groups(report: pydicom.Dataset) -> list[pydicom.Dataset]:

@@ -39,16 +39,24 @@ def one_per_study(session: Session, image_ids: list[int]) -> list[int]:
     return sorted(first.values())
 
 
-def study_sr(session: Session, image_id: int, upload_dir: Path) -> Dataset | str | None:
-    """The SR of the study of a predicted DICOM image, within its job; WAITING while some of the study's images are
-    not processed; None if there is nothing to report (not predicted, not DICOM, files gone or unreadable)."""
+def finished_study(session: Session, image_id: int) -> list[Image] | str | None:
+    """The predicted DICOM images of the image's study in its job; WAITING while some are not processed; None if
+    there is nothing to report (the image is not predicted or not DICOM)."""
     image = session.get(Image, image_id)
     if image is None or image.status != ImageStatus.done or not (image.stored_name or "").endswith(".dcm"):
         return None
     images = job_study_images(session, image.job_id, image.study_instance_uid) if image.study_instance_uid else [image]
     if any(other.status.is_unfinished for other in images):
         return WAITING
-    done = [i for i in images if i.status == ImageStatus.done and (i.stored_name or "").endswith(".dcm")]
+    return [i for i in images if i.status == ImageStatus.done and (i.stored_name or "").endswith(".dcm")]
+
+
+def study_sr(session: Session, image_id: int, upload_dir: Path) -> Dataset | str | None:
+    """The SR of the study of a predicted DICOM image, within its job (or WAITING, or None: `finished_study`);
+    None too when the stored files are gone or unreadable."""
+    done = finished_study(session, image_id)
+    if done is None or done == WAITING:
+        return done
     try:
         evidence = [
             ImageEvidence(

@@ -56,19 +56,24 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     metrics.observe_batch_stage("commit", time.perf_counter() - committing)
     metrics.observe_batch_stage("total", time.perf_counter() - started)
     counts = {name: counts[name] + n for name, n in outcome.counts().items()}
-    if settings.dicom_forward and outcome.done:
-        _forward(self.app, sessions, outcome.done)
+    if (settings.dicom_forward or settings.fhir_forward or settings.hl7_forward) and outcome.done:
+        _forward(self.app, sessions, settings, outcome.done)
     metrics.count_batch(counts)
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
 
 
-def _forward(app, sessions, image_ids: list[int]) -> None:
+def _forward(app, sessions, settings, image_ids: list[int]) -> None:
     """Hand the stored results to the forwarding worker, one task per study; a broker or database outage loses the
     forwarding, never the batch."""
     try:
         with sessions() as session:
             image_ids = one_per_study(session, image_ids)
-        send_forwards(app, image_ids)
+        on = {
+            "dicom": bool(settings.dicom_forward),
+            "fhir": bool(settings.fhir_forward),
+            "hl7": bool(settings.hl7_forward),
+        }
+        send_forwards(app, image_ids, **on)
     except (BrokerError, OperationalError) as error:
         log.error("could not queue the forwarding of %d SRs: %s", len(image_ids), error)
