@@ -64,6 +64,8 @@ class Settings:
     dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any
     dicom_user: str = "admin"  # the user who owns the jobs the listener makes (must exist)
     dicom_forward: str = ""  # AET@host:port: each study's SR is sent there by C-STORE; empty: no forwarding
+    dicom_sources: str = ""  # PACS to pull from, ";"-separated NAME=AET@host:port[,dicomweb=URL] (dicomio/retrieve.py)
+    retrieve_max_studies: int = 500  # a retrieval matching more studies is refused unless it asks for more
     fhir_forward: str = ""  # a FHIR R4 base URL: each finished study's Bundle is POSTed there; empty: none
     hl7_forward: str = ""  # host:port of an HL7 v2 MLLP receiver: an ORU^R01 per finished study; empty: none
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)

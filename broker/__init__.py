@@ -16,6 +16,8 @@ from broker.app import (
     OUTBOUND_QUEUES,
     PREDICT_TASK,
     QUEUE,
+    RETRIEVE_QUEUE,
+    RETRIEVE_TASK,
     make_celery,
 )
 from broker.forward import send_forwards
@@ -28,6 +30,8 @@ __all__ = [
     "HL7_QUEUE",
     "HL7_TASK",
     "OUTBOUND_QUEUES",
+    "RETRIEVE_QUEUE",
+    "RETRIEVE_TASK",
     "FORWARD_QUEUE",
     "FORWARD_TASK",
     "NOTIFY_QUEUE",

@@ -16,7 +16,9 @@ FHIR_TASK = "radbatch.forward_fhir"  # a finished study's FHIR Bundle POSTed to 
 FHIR_QUEUE = "radbatch-fhir"
 HL7_TASK = "radbatch.forward_hl7"  # a finished study's ORU^R01 sent to RADBATCH_HL7_FORWARD over MLLP
 HL7_QUEUE = "radbatch-hl7"
-OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE)  # the forwarding worker consumes all three
+RETRIEVE_TASK = "radbatch.retrieve"  # studies pulled from a PACS into a job (C-MOVE / WADO-RS)
+RETRIEVE_QUEUE = "radbatch-retrieve"
+OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE, RETRIEVE_QUEUE)  # all consumed by the forwarding worker
 WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
@@ -39,6 +41,7 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
             FORWARD_TASK: {"queue": FORWARD_QUEUE},
             FHIR_TASK: {"queue": FHIR_QUEUE},
             HL7_TASK: {"queue": HL7_QUEUE},
+            RETRIEVE_TASK: {"queue": RETRIEVE_QUEUE},
         },
         task_soft_time_limit=settings.task_soft_time_limit,  # the task retries its images one by one
         task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over

@@ -126,11 +126,15 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 @pytest.fixture(scope="module")
 def pacs_stack(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkStack]:
     """A network stack that forwards its SRs to the session's Orthanc, which knows it as modality `radbatch`, its
-    FHIR Bundles to a FHIR endpoint and its ORU^R01 messages to an MLLP receiver (`stack.fhir`, `stack.hl7`)."""
+    FHIR Bundles to a FHIR endpoint and its ORU^R01 messages to an MLLP receiver (`stack.fhir`, `stack.hl7`), and
+    pulls from Orthanc as source PACS (C-FIND/C-MOVE) and WEB (QIDO-RS/WADO-RS); DOWN answers nothing."""
     home = tmp_path_factory.mktemp("pacs-network")
     fhir, hl7 = FhirReceiver(), Hl7Receiver()
     try:
+        sources = f"PACS={orthanc.address};WEB={orthanc.address},dicomweb={orthanc.dicomweb_url}"
+        sources += f";DOWN=NOBODY@127.0.0.1:{services.free_port()}"
         extra = {"RADBATCH_FHIR_FORWARD": fhir.url, "RADBATCH_HL7_FORWARD": hl7.address}
+        extra["RADBATCH_DICOM_SOURCES"] = sources
         with running_network_stack(home, orthanc.address, **extra) as stack:
             orthanc.add_modality("radbatch", "RADBATCH", stack.dicom_port)
             stack.fhir, stack.hl7 = fhir, hl7

@@ -107,3 +107,80 @@ def assert_probabilities_match(groups: list[pydicom.Dataset], rows: dict[str, di
         probability = float(named(group, "Probability of disease")[0].MeasuredValueSequence[0].NumericValue)
         assert probability == pytest.approx(rows[image]["predictions"][model]["probability"], abs=1e-4)
     assert len(groups) == 3 * len(rows)
+
+
+ARCHIVE = {"HOSP-A1": ("20260105", 2), "HOSP-B2": ("20260120", 1), "HOSP-C3": ("20251201", 1)}
+
+
+@pytest.fixture(scope="module")
+def archive(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, set[str]]]:
+    """Three studies in Orthanc, by accession: (StudyInstanceUID, SOP Instance UIDs)."""
+    folder = tmp_path_factory.mktemp("archive")
+    studies = {}
+    for accession, (date, count) in ARCHIVE.items():
+        sent = write_dicom_folder(folder / accession, count, studies=1)
+        for path in sent.values():
+            dataset = pydicom.dcmread(path)
+            dataset.AccessionNumber, dataset.StudyDate = accession, date
+            dataset.save_as(path, enforce_file_format=True)
+        orthanc.upload(list(sent.values()))
+        studies[accession] = (str(dataset.StudyInstanceUID), set(sent))
+    return studies
+
+
+def retrieved_studies(stack: NetworkStack, job_id: int) -> dict[str, set[str]]:
+    rows = stack.api.results(job_id)
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        assert row["status"] == "done", row
+        found.setdefault(row["study_instance_uid"], set()).add(row["dicom"]["sop_instance_uid"])
+    return found
+
+
+def test_retrieval_by_accession_moves_the_study_into_a_job(pacs_stack: NetworkStack, archive: dict) -> None:
+    api = pacs_stack.api
+    answer = api.http.post(
+        f"{api.base}/retrievals", json={"source": "PACS", "query": {"AccessionNumber": "HOSP-A1"}}, timeout=60
+    )
+    assert answer.status_code == 202, answer.text
+    job_id, retrieval_id = answer.json()["job"]["id"], answer.json()["retrieval"]["id"]
+    assert answer.headers["Location"].endswith(f"/api/v1/retrievals/{retrieval_id}")
+    finished = api.wait_finished(job_id, timeout=300)
+    assert (finished["total"], finished["done"]) == (2, 2)
+    assert retrieved_studies(pacs_stack, job_id) == {archive["HOSP-A1"][0]: archive["HOSP-A1"][1]}
+    retrieval = api.http.get(f"{api.base}/retrievals/{retrieval_id}", timeout=30).json()["retrieval"]
+    assert (retrieval["status"], retrieval["studies"], retrieval["instances"], retrieval["error"]) == (
+        "done",
+        1,
+        2,
+        None,
+    )
+
+
+def test_retrieval_by_date_range_from_the_cli_over_dicomweb(
+    pacs_stack: NetworkStack, archive: dict, capsys: pytest.CaptureFixture
+) -> None:
+    from cli.main import main
+
+    argv = ["pull", "--url", pacs_stack.base_url, "--token", pacs_stack.token, "--source", "WEB"]
+    assert main(argv + ["--date", "20260101-20260131", "--modality", "DX", "--wait"]) == 0
+    job_id = int(capsys.readouterr().out.strip())
+    expected = {archive[accession][0]: archive[accession][1] for accession in ("HOSP-A1", "HOSP-B2")}
+    assert retrieved_studies(pacs_stack, job_id) == expected
+
+
+def test_retrieval_errors_say_which_step_failed(pacs_stack: NetworkStack, archive: dict) -> None:
+    def post(body: dict):
+        return pacs_stack.api.http.post(f"{pacs_stack.api.base}/retrievals", json=body, timeout=120)
+
+    unknown = post({"source": "NOWHERE", "query": {"AccessionNumber": "HOSP-A1"}})
+    assert unknown.status_code == 400 and "PACS" in unknown.json()["message"]
+    nothing = post({"source": "PACS", "query": {"AccessionNumber": "NO-SUCH-STUDY"}})
+    assert (nothing.status_code, nothing.json()["failed_step"]) == (404, "c-find")
+    assert "no study" in nothing.json()["message"]
+    too_many = post({"source": "PACS", "query": {"StudyDate": "20260101-20260131"}, "max_studies": 1})
+    assert (too_many.status_code, too_many.json()["failed_step"]) == (413, "c-find")
+    assert "2 studies matched" in too_many.json()["message"]
+    down = post({"source": "DOWN", "query": {"AccessionNumber": "HOSP-A1"}})
+    assert (down.status_code, down.json()["failed_step"]) == (502, "c-find")
+    assert "could not be reached" in down.json()["message"]

@@ -29,6 +29,7 @@ AUDITED_ENDPOINTS = {
     "api.close": "job.close",
     "api.results": "results.view",
     "api.cancel": "job.cancel",
+    "api.create_retrieval": "job.create",
     "dashboard.job": "job.view",
     "dashboard.export_csv": "results.export",
     "dashboard.cancel": "job.cancel",

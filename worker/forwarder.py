@@ -18,7 +18,8 @@ def __getattr__(name: str) -> Celery:
     if name in ("app", "celery"):
         global app
         app = make_celery(
-            Settings.from_env(), include=("worker.tasks.forward", "worker.tasks.fhir", "worker.tasks.hl7")
+            Settings.from_env(),
+            include=("worker.tasks.forward", "worker.tasks.fhir", "worker.tasks.hl7", "worker.tasks.retrieve"),
         )
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
