@@ -23,6 +23,7 @@ ACTIONS = (
     "results.export",
     "image.view",
     "study.view",
+    "study.review",
     "heatmap.view",
     "labels.upload",
     "evaluation.view",

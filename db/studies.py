@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.findings import findings_for
 from db.jobs import visible_jobs
 from db.models import Image, ImageStatus, Job, Prediction, User, outputs_by_image, split_notes
+from db.reviews import latest_reviews
 from dicomio.checks import LATERAL_VIEWS, OBLIQUE_VIEWS
 from dicomio.deidentify import accession_pseudonym
 
@@ -114,6 +115,19 @@ def study_results_of_job(session: Session, job_id: int) -> dict[str, tuple[float
     return {uid: (p, "disease" if p >= t else "healthy") for uid, (p, t) in best.items()}
 
 
+def study_cells_of_job(session: Session, job_id: int) -> dict[str, tuple]:
+    """StudyInstanceUID -> (study probability, label, review verdict, reviewed label, review comment) for the CSV."""
+    results = study_results_of_job(session, job_id)
+    reviews = {uid: review for (_, uid), review in latest_reviews(session, [job_id]).items()}
+    cells = {}
+    for uid in set(results) | set(reviews):
+        probability, label = results.get(uid, ("", ""))
+        review = reviews.get(uid)
+        reviewed = (review.verdict, review.label or "", review.comment or "") if review else ("", "", "")
+        cells[uid] = (probability, label, *reviewed)
+    return cells
+
+
 def summarise_many(session: Session, studies: Sequence[list[Image]]) -> list[dict[str, Any]]:
     """Summaries of several studies' images, with two queries per 500 images for all their outputs."""
     ids = [image.id for images in studies for image in images]
@@ -123,7 +137,13 @@ def summarise_many(session: Session, studies: Sequence[list[Image]]) -> list[dic
         chunk = ids[start : start + OUTPUT_CHUNK]
         predictions |= outputs_by_image(session, Prediction.model_name, chunk)
         findings |= findings_for(session, chunk)
-    return [summarise(images, predictions, findings) for images in studies]
+    reviews = latest_reviews(session, sorted({image.job_id for images in studies for image in images}))
+    summaries = [summarise(images, predictions, findings) for images in studies]
+    for summary in summaries:
+        found = [reviews.get((job_id, summary["study_instance_uid"])) for job_id in summary["job_ids"]]
+        newest = max((review for review in found if review), key=lambda review: review.id, default=None)
+        summary["review"] = newest.to_dict() if newest else None
+    return summaries
 
 
 def summarise(

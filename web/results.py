@@ -219,7 +219,8 @@ def _blank_if_none(value: Any) -> Any:
 
 
 DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
-STUDY_CSV_COLUMNS = ["study_probability", "study_label"]  # db/studies.py: max of the ensemble over frontal views
+# db/studies.py: the maximum of the ensemble over frontal views; db/reviews.py: the newest review of the study
+STUDY_CSV_COLUMNS = ["study_probability", "study_label", "review_verdict", "review_label", "review_comment"]
 PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
 CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS] + [
     f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
@@ -227,11 +228,11 @@ CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM
 
 
 def csv_lines(
-    rows: Iterator[dict], findings: Sequence[str] = (), studies: Mapping[str, tuple[float, str]] | None = None
+    rows: Iterator[dict], findings: Sequence[str] = (), studies: Mapping[str, tuple] | None = None
 ) -> Iterator[str]:
     """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
     job_finding_names: every finding predicted for any image of the job). `studies` gives each study's
-    (probability, label) (db/studies.py: study_results_of_job), repeated on every image of the study."""
+    STUDY_CSV_COLUMNS cells (db/studies.py: study_cells_of_job), repeated on every image of the study."""
     studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -239,7 +240,7 @@ def csv_lines(
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
-        cells += list(studies.get(row["study_instance_uid"] or "", ("", "")))
+        cells += list(studies.get(row["study_instance_uid"] or "", ("",) * len(STUDY_CSV_COLUMNS)))
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
             cells += [_blank_if_none(prediction.get(key, "")) for key in PREDICTION_CSV_FIELDS]

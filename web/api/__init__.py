@@ -14,4 +14,4 @@ def authenticate() -> None:
         api_user()
 
 
-from web.api import audit, evaluation, files, health, images, jobs, reports, retrievals, studies, webhooks  # noqa: E402,F401  (registers routes)
+from web.api import audit, evaluation, files, health, images, jobs, reports, retrievals, reviews, studies, webhooks  # noqa: E402,F401  (registers routes)

@@ -23,7 +23,7 @@ from db.findings import job_finding_names
 from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
 from db.studies import METHOD as STUDY_METHOD
-from db.studies import job_studies_page, study_results_of_job
+from db.studies import job_studies_page, study_cells_of_job
 from web.access import job_or_404
 from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
@@ -107,7 +107,7 @@ def export_csv(job_id: int):
     found = job_or_404(current_user(), job_id)
     flt = parse_filter(request.args)
     findings = job_finding_names(get_db(), found.id)
-    studies = study_results_of_job(get_db(), found.id)
+    studies = study_cells_of_job(get_db(), found.id)
     lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings, studies))
     return Response(
         lines,
