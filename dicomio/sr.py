@@ -155,9 +155,11 @@ def _study_group(study_uid: str, study: StudyResult, counted: list[Dataset]) -> 
     )
 
 
-def _text_evaluations(images: list[ImageEvidence], study: StudyResult | None) -> ContainerContentItem:
-    """The disclaimer, how the study result is formed, and every image's notes, as TEXT items."""
-    texts = [c.DISCLAIMER]
+def _text_evaluations(
+    images: list[ImageEvidence], study: StudyResult | None, reviews: Sequence[str]
+) -> ContainerContentItem:
+    """The disclaimer, how the study result is formed, every image's notes and any review, as TEXT items."""
+    texts = [c.DISCLAIMER, *reviews]
     if study is not None:
         texts.append(f"Study result: {study.method}.")
     else:
@@ -184,9 +186,13 @@ def _with_patient_study_modules(source: Dataset) -> Dataset:
 
 
 def build_study_sr(
-    images: Sequence[ImageEvidence], study: StudyResult | None, device_name: str = MANUFACTURER
+    images: Sequence[ImageEvidence],
+    study: StudyResult | None,
+    device_name: str = MANUFACTURER,
+    reviews: Sequence[str] = (),
 ) -> Dataset:
-    """The AIR report of one study's images (all of the same StudyInstanceUID) and its study-level result."""
+    """The AIR report of one study's images (all of the same StudyInstanceUID) and its study-level result.
+    `reviews`: a radiologist's verdict in words; a report with a review is a new instance (an amended report)."""
     images = [
         ImageEvidence(_with_patient_study_modules(i.header), [ModelResult(*r) for r in i.results], i.notes, i.counted)
         for i in images
@@ -211,7 +217,7 @@ def build_study_sr(
         procedure_reported=c.CHEST_RADIOGRAPH,
         imaging_measurements=groups,
     )
-    report[0].ContentSequence.append(_text_evaluations(images, study))
+    report[0].ContentSequence.append(_text_evaluations(images, study, reviews))
     versions = sorted({f"{r.name}={r.version}" for image in images for r in image.results})
     instances = sorted(str(image.header.SOPInstanceUID) for image in images)
     return Comprehensive3DSR(
@@ -219,7 +225,7 @@ def build_study_sr(
         content=report,
         series_instance_uid=_uid("series", study_uid),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=_uid("instance", study_uid, *instances, *versions),
+        sop_instance_uid=_uid("instance", study_uid, *instances, *versions, *reviews),
         instance_number=1,
         manufacturer=MANUFACTURER,
         series_description="radbatch AI results (research use only)",

@@ -184,3 +184,32 @@ def test_retrieval_errors_say_which_step_failed(pacs_stack: NetworkStack, archiv
     down = post({"source": "DOWN", "query": {"AccessionNumber": "HOSP-A1"}})
     assert (down.status_code, down.json()["failed_step"]) == (502, "c-find")
     assert "could not be reached" in down.json()["message"]
+
+
+def test_a_disagreeing_review_sends_the_amended_sr_fhir_and_hl7(
+    pacs_stack: NetworkStack, orthanc: Orthanc, archive: dict
+) -> None:
+    """Runs after the retrieval by accession: its study is reviewed, and the corrections go out."""
+    api, (study_uid, _) = pacs_stack.api, archive["HOSP-A1"]
+    jobs = api.http.get(f"{api.base}/jobs", params={"per_page": 200}, timeout=30).json()["jobs"]
+    job = next(job for job in jobs if job["name"].startswith("Retrieval from PACS"))
+    wait_for(lambda: reports_in_orthanc(orthanc, study_uid), 180, "the first SR of the retrieved study")
+    body = {"job_id": job["id"], "verdict": "disagree", "label": "healthy", "comment": "old scar"}
+    assert api.http.post(f"{api.base}/studies/{study_uid}/reviews", json=body, timeout=30).status_code == 201
+
+    def amended() -> list[pydicom.Dataset] | None:
+        reports = reports_in_orthanc(orthanc, study_uid)
+        return [r for r in reports if "disagree" in str(r.ContentSequence[-1].ContentSequence[1].TextValue)] or None
+
+    (report,) = wait_for(amended, 180, "the amended SR in Orthanc")
+    assert "Reviewed by pacs-owner" in report.ContentSequence[-1].ContentSequence[1].TextValue
+    assert "correct label healthy; comment: old scar" in report.ContentSequence[-1].ContentSequence[1].TextValue
+
+    def corrections() -> tuple | None:
+        bundles = [b for b in pacs_stack.fhir.bundles if b["entry"][0]["resource"]["status"] == "amended"]
+        orders = [m.oru_r01_patient_result.oru_r01_order_observation.obr for m in pacs_stack.hl7.messages]
+        corrected = [o for o in orders if o.obr_25.value == "C" and o.obr_20.value == study_uid]
+        return (bundles, corrected) if bundles and corrected else None
+
+    bundles, _ = wait_for(corrections, 120, "the amended FHIR bundle and the corrected ORU")
+    assert bundles[0]["entry"][0]["resource"]["identifier"][0]["value"] == f"urn:oid:{study_uid}"

@@ -19,11 +19,21 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Image, ImageStatus, split_notes
+from db.models import Image, ImageStatus, iso, split_notes
+from db.reviews import latest_reviews
 from db.studies import is_frontal, job_study_images, summarise_many
 from dicomio.forward import c_store, parse_destination
 from dicomio.read import DicomError, read_header
-from dicomio.sr import ImageEvidence, ModelResult, StudyFinding, StudyResult, build_study_sr, checked, ordered_results
+from dicomio.sr import (
+    MANUFACTURER,
+    ImageEvidence,
+    ModelResult,
+    StudyFinding,
+    StudyResult,
+    build_study_sr,
+    checked,
+    ordered_results,
+)
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,10 +77,23 @@ def study_sr(session: Session, image_id: int, upload_dir: Path) -> Dataset | str
             )
             for i in done
         ]
-        return checked(build_study_sr, evidence, study_result(session, done))
+        return checked(build_study_sr, evidence, study_result(session, done), MANUFACTURER, review_texts(session, done))
     except (FileNotFoundError, DicomError) as error:
         log.warning("image %d: no SR forwarded: %s", image_id, error)
         return None
+
+
+def review_texts(session: Session, images: list[Image]) -> list[str]:
+    """The newest review of the study in its job, in words for the SR (a disagreeing one makes it an amendment)."""
+    review = latest_reviews(session, [images[0].job_id]).get((images[0].job_id, images[0].study_instance_uid or ""))
+    if review is None:
+        return []
+    correction = f"; correct label {review.label}" if review.verdict == "disagree" and review.label else ""
+    findings = f"; findings {', '.join(review.findings)}" if review.findings else ""
+    comment = f"; comment: {review.comment}" if review.comment else ""
+    return [
+        f"Reviewed by {review.username} at {iso(review.created_at)}: {review.verdict}{correction}{findings}{comment}"
+    ]
 
 
 def study_result(session: Session, images: list[Image]) -> StudyResult | None:

@@ -1,6 +1,6 @@
 """Triage and review: the worklist of finished, unreviewed studies (db/worklist.py) and a radiologist's review of
-a study's result (db/reviews.py). A disagreeing review sends a correction out (FHIR status amended, HL7 result
-status C) where RADBATCH_FHIR_FORWARD / RADBATCH_HL7_FORWARD are set."""
+a study's result (db/reviews.py). A disagreeing review sends a correction out where forwarding is on: the SR again
+with the review in it (a new instance), the FHIR Bundle with status amended, the ORU with result status C."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from flask import abort, g, jsonify, request
 from sqlalchemy import select
 
-from broker import FHIR_QUEUE, FHIR_TASK, HL7_QUEUE, HL7_TASK
+from broker import FHIR_QUEUE, FHIR_TASK, FORWARD_QUEUE, FORWARD_TASK, HL7_QUEUE, HL7_TASK
 from db.models import ImageStatus
 from db.reviews import LABELS, VERDICTS, Review, record_review
 from db.studies import METHOD, is_frontal, job_study_images, visible_study_images
@@ -107,6 +107,8 @@ def _send_corrections(image_id: int) -> None:
     ):
         if on:
             celery_client().send_task(task, args=[image_id, True], queue=queue)
+    if settings.dicom_forward:  # the study's SR again, now with the review: a new instance beside the first
+        celery_client().send_task(FORWARD_TASK, args=[image_id], queue=FORWARD_QUEUE)
 
 
 @bp.get("/studies/<study_instance_uid>/reviews")
