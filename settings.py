@@ -66,6 +66,7 @@ class Settings:
     dicom_forward: str = ""  # AET@host:port: each study's SR is sent there by C-STORE; empty: no forwarding
     dicom_sources: str = ""  # PACS to pull from, ";"-separated NAME=AET@host:port[,dicomweb=URL] (dicomio/retrieve.py)
     retrieve_max_studies: int = 500  # a retrieval matching more studies is refused unless it asks for more
+    dicom_forward_heatmaps: bool = False  # also send each heat map as a Secondary Capture with the study's SR
     fhir_forward: str = ""  # a FHIR R4 base URL: each finished study's Bundle is POSTed there; empty: none
     hl7_forward: str = ""  # host:port of an HL7 v2 MLLP receiver: an ORU^R01 per finished study; empty: none
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
