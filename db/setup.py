@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -88,13 +89,19 @@ def bootstrap(settings: Settings) -> None:
         ensure_admin(session, settings.admin_token, username=ADMIN_USERNAME, password=password)
 
 
+def here(settings: Settings) -> str:
+    """`RADBATCH_HOME=<home> ` when `settings` live outside the default home, so that a printed command reaches this
+    installation from a shell without the variable; empty otherwise."""
+    return "" if settings.home == Settings().home else f"RADBATCH_HOME={shlex.quote(str(settings.home))} "
+
+
 def login_instructions(settings: Settings) -> list[str]:
     """How to log in and get an API token, for the set-up and launcher output."""
     source = "RADBATCH_ADMIN_PASSWORD" if settings.admin_password else str(settings.home / ADMIN_PASSWORD_FILE)
     api = (
         "API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'"
         if settings.admin_token
-        else f"API token: .venv/bin/python -m db.setup create-token {ADMIN_USERNAME}"
+        else f"API token: {here(settings)}.venv/bin/python -m db.setup create-token {ADMIN_USERNAME}"
     )
     return [f"log in at http://127.0.0.1:{settings.port}/ as {ADMIN_USERNAME!r} with the password in {source}", api]
 

@@ -45,6 +45,15 @@ def redis_server_binary() -> str:
     return str(bundled)
 
 
+def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
+    """Every (service, host, port) `make run` listens on: no Redis when RADBATCH_REDIS_URL names one, no worker
+    metrics when RADBATCH_WORKER_METRICS_PORT is 0."""
+    ports = [("web", "127.0.0.1", settings.port), ("dicom", settings.dicom_host, settings.dicom_port)]
+    ports += [] if settings.redis_url else [("redis", "127.0.0.1", settings.redis_port)]
+    metrics = [("worker metrics", settings.worker_metrics_host, settings.worker_metrics_port)]
+    return ports + (metrics if settings.worker_metrics_port else [])
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex((host, port)) == 0
@@ -176,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(config)
         return 0
-    ports = [settings.port, settings.dicom_port] + ([] if settings.redis_url else [settings.redis_port])
+    ports = [port for _, _, port in listening_ports(settings)]
     busy = [p for p in ports if port_in_use(p)]
     if busy:
         ports = ", ".join(map(str, busy))
         print(f"error: port(s) {ports} already in use; is radbatch already running?", file=sys.stderr)
-        print("set RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT to use others", file=sys.stderr)
+        variables = "RADBATCH_PORT / RADBATCH_DICOM_PORT / RADBATCH_REDIS_PORT / RADBATCH_WORKER_METRICS_PORT"
+        print(f"set {variables} to use others", file=sys.stderr)
         return 2
     for folder in ("logs", "redis"):
         private_dir(settings.home / folder)
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     programs = [name for name in PROGRAMS if f"[program:{name}]" in config]
     logs = ", ".join(f"{name}.log" for name in programs)
     print(f"radbatch: starting {', '.join(programs)}; logs in {settings.log_dir}/ ({logs}); Ctrl-C stops everything")
+    ports = ", ".join(f"{what} {host}:{port}" for what, host, port in listening_ports(settings))
+    print(f"radbatch: listening on {ports}")
     print("\n".join(f"radbatch: {line}" for line in login_instructions(settings)), flush=True)
     return run_in_foreground(BIN / "supervisord", path, settings)
 

@@ -10,13 +10,12 @@ de-identification, so it holds what the stored file holds. The pixels are decode
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
 from dicomio.deidentify import deidentify
-from dicomio.read import READ_ERRORS, DicomDirError, DicomError, dicom_metadata, image_warnings, read_dicom
+from dicomio.read import READ_ERRORS, DicomDirError, DicomError, dicom_metadata, image_warnings, part10, read_dicom
 
 
 class SkippedDicomDir(Exception):
@@ -30,12 +29,6 @@ class PreparedDicom:
     stored_bytes: bytes
     columns: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def _encoded(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def prepare_dicom(
@@ -56,7 +49,7 @@ def prepare_dicom(
         notes = image_warnings(ds)  # before de-identification, which may empty the attributes they read
         identity = deidentify(ds, secret, enabled=deidentify_enabled)
         metadata = dicom_metadata(ds)
-        stored = _encoded(ds) if deidentify_enabled else data
+        stored = part10(ds) if deidentify_enabled else data
     except READ_ERRORS as error:  # the message may quote a value of the file: only its type is said
         message = f"cannot de-identify this DICOM file: a malformed element ({type(error).__name__})"
         raise DicomError("corrupt", message) from None

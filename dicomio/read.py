@@ -30,7 +30,6 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.fileset import FileSet
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -162,10 +161,20 @@ def read_header(path: str | Path) -> Dataset:
     return ds
 
 
+def part10(ds: Dataset) -> bytes:
+    """A data set as a DICOM Part 10 file (preamble, file meta, its transfer syntax)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def dicomdir_paths(dicomdir: str | Path) -> list[Path]:
     """The files a DICOMDIR lists (absolute paths), for an uploader that is handed a DICOM folder."""
-    with _corrupt("unreadable DICOMDIR"):
-        return [Path(instance.path) for instance in FileSet(pydicom.dcmread(dicomdir))]
+    root = Path(dicomdir).resolve().parent
+    with _corrupt("unreadable DICOMDIR"):  # the records themselves: pydicom's FileSet stages in a temporary folder
+        records = pydicom.dcmread(dicomdir).DirectoryRecordSequence
+        file_ids = [record.ReferencedFileID for record in records if "ReferencedFileID" in record]
+        return [root.joinpath(*([file_id] if isinstance(file_id, str) else file_id)) for file_id in file_ids]
 
 
 def _first_frame(ds: Dataset) -> tuple[np.ndarray, dict]:
@@ -237,6 +246,7 @@ __all__ = [
     "dicomdir_paths",
     "image_warnings",
     "looks_like_dicom",
+    "part10",
     "read_dicom",
     "read_header",
 ]

@@ -20,7 +20,6 @@ one series.
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from dicomio import codes as c
-from dicomio.read import DicomError, read_header
+from dicomio.read import DicomError, part10, read_header
 
 MANUFACTURER = "radbatch"
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "radbatch:dicom-sr")
@@ -276,9 +275,7 @@ def image_report(stored: Path, predictions: Iterable[Any], notes: Sequence[str] 
 
 def sr_bytes(sr: Dataset) -> bytes:
     """The SR as a DICOM Part 10 file (preamble, file meta, explicit VR little endian)."""
-    buffer = io.BytesIO()
-    sr.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return part10(sr)
 
 
 __all__ = ["ImageEvidence", "ModelResult", "StudyFinding", "StudyResult", "build_sr", "build_study_sr", "sr_bytes"]

@@ -21,12 +21,11 @@ def read(data: bytes, target_size: int) -> Picture:
 
 def prepare(data: bytes, secret: str, deidentify: bool, parsed: object) -> Prepared:
     try:
-        prepared = prepare_dicom(data, secret, deidentify, parsed)  # type: ignore[arg-type]
+        return prepare_dicom(data, secret, deidentify, parsed)  # type: ignore[arg-type]
     except SkippedDicomDir:
         raise NotAnImage("a DICOMDIR (an index of DICOM files, not an image)") from None
     except DicomError as error:
         raise ImageDecodeError(str(error)) from None
-    return Prepared(prepared.stored_bytes, ".dcm", prepared.columns, prepared.notes)
 
 
 DICOM = register(
@@ -35,7 +34,9 @@ DICOM = register(
         extensions=(".dcm", ".dicom", ".dic"),
         detect=looks_like_dicom,
         read=read,
+        stored_extension=".dcm",
         prepare=prepare,
         content_is_not="DICOM (no DICM prefix and no DICOM data set at the start)",
+        any_name=True,
     )
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from formats.registry import Format, Picture, Prepared, register
+from formats.registry import Format, Picture, register
 from models.preprocess import ACCEPTED, decode_image, sniff
 
 STORED_EXTENSION = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tiff"}
@@ -17,15 +17,12 @@ def read(data: bytes, target_size: int) -> Picture:
 
 
 def _format(name: str) -> Format:
-    def prepare(data: bytes, secret: str, deidentify: bool, parsed: object) -> Prepared:
-        return Prepared(stored_bytes=None, extension=STORED_EXTENSION[name])
-
     return Format(
         name=name,
         extensions=EXTENSIONS[name],
         detect=lambda head: sniff(head) == name,
         read=read,
-        prepare=prepare,
+        stored_extension=STORED_EXTENSION[name],
         content_is_not=f"a PNG, JPEG, BMP or TIFF image; {ACCEPTED}",
     )
 

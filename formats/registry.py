@@ -1,9 +1,9 @@
 """The file formats radbatch reads, each registered once: how its content is told apart, the reader that turns a
 stored file into a picture for `models.preprocess`, and what ingest stores of it and keeps on its row.
 
-Formats are tried in the order they were registered, by content, never by name: a `.png` that holds DICOM is read
-as DICOM. A new format is one `register` call (see `formats.pillow` and `formats.dicom`); ingest, the worker and
-the image endpoint need no edit.
+Formats are told by content, tried in the order they were registered: a `.png` that holds DICOM is read as DICOM
+(`any_name`), and the picture formats are read under any picture format's name. A new format is one `register` call
+(see `formats.pillow` and `formats.dicom`); ingest, the worker and the image endpoint need no edit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from dicomio.prepare import PreparedDicom as Prepared  # what a prepare step returns: bytes to store, columns, notes
 from models.preprocess import ACCEPTED, ImageDecodeError
 
 DETECTION_BYTES = 4096  # enough to tell a DICOM data set without a preamble from other content
@@ -33,26 +34,18 @@ class Picture:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Prepared:
-    """What ingest stores of a file (None: the bytes as received), under which extension, and its row's metadata."""
-
-    stored_bytes: bytes | None
-    extension: str
-    columns: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class Format:
     name: str
     extensions: tuple[str, ...]  # lower case, with the dot: what a file of this format is usually called
     detect: Callable[[bytes], bool]  # from the first DETECTION_BYTES of the file
     read: Callable[[bytes, int], Picture]  # (file, the side it is going to) -> picture; ImageDecodeError says why not
-    # (file, secret key, de-identify?, what the caller already parsed or None) -> Prepared; raises ImageDecodeError
-    # with a message for the row, or NotAnImage
-    prepare: Callable[[bytes, str, bool, object], Prepared]
+    stored_extension: str  # ingest stores the file as <generated name><stored_extension>
     content_is_not: str  # "the content of this .x file is not <content_is_not>" when the name promises this format
+    any_name: bool = False  # read whatever the file is called; else only under a name of a format without any_name
+    # On ingest, (file, secret key, de-identify?, what the caller already parsed or None) -> Prepared; raises
+    # ImageDecodeError with a message for the row, or NotAnImage. None: stored as received, streamed.
+    prepare: Callable[[bytes, str, bool, object], Prepared] | None = None
 
 
 FORMATS: list[Format] = []
@@ -71,6 +64,15 @@ def detect(head: bytes) -> Format | None:
 def named(extension: str) -> Format | None:
     """The format a file name's extension promises, or None."""
     return next((fmt for fmt in FORMATS if extension in fmt.extensions), None)
+
+
+def accepted(head: bytes, extension: str) -> Format | None:
+    """The format to read a file as, or None. DICOM is read whatever the name; the picture formats only under a
+    picture format's name (a `.jpg` that holds a PNG is read as PNG, a `.txt` that holds one is refused)."""
+    found, promised = detect(head), named(extension)
+    if found is not None and (found.any_name or (promised is not None and not promised.any_name)):
+        return found
+    return None
 
 
 def extensions() -> list[str]:

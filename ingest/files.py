@@ -61,7 +61,7 @@ def refusal(extension: str, head: bytes, size: int, max_bytes: int) -> str | Non
         return "empty file (0 bytes)"
     if size > max_bytes:
         return f"file too large ({size / 2**20:.1f} MB; the limit is {max_bytes // 2**20} MB per file)"
-    if formats.detect(head) is not None:
+    if formats.accepted(head, extension) is not None:
         return None
     promised = formats.named(extension)
     if promised is None:
@@ -96,31 +96,34 @@ def store_file(incoming: Incoming, job_id: int, settings: Settings, max_bytes: i
     if reason is not None:
         image.status, image.error = ImageStatus.failed, reason
         return image
-    return _store(image, incoming, formats.detect(head), settings)
+    return _store(image, incoming, formats.accepted(head, extension), settings)
 
 
 def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Settings) -> Image | None:
-    """Prepare the file as its format says (DICOM: checked and de-identified unless RADBATCH_DEIDENTIFY=false)
-    and store it as `<generated><extension>`; None for a file that holds no image (a DICOMDIR).
+    """Store the file as `<generated><extension>`: as received (streamed), or as its format prepares it (DICOM:
+    checked and de-identified unless RADBATCH_DEIDENTIFY=false, its metadata on the row); None for a file that holds
+    no image (a DICOMDIR).
 
     `sha256` is of the bytes received, so a client resuming an upload finds the file it sent.
     """
-    data = incoming.stream.read()
-    try:
-        prepared = fmt.prepare(data, settings.secret_key, settings.deidentify, incoming.parsed)
-    except formats.NotAnImage as skipped:
-        logger.info("job %s: skipped %s", image.job_id, skipped)
-        return None
-    except ImageDecodeError as error:
-        image.status, image.error = ImageStatus.failed, str(error)
-        return image
-    image.set_columns(prepared.columns)
-    image.notes = join_notes(prepared.notes)
-    stored_name = uuid.uuid4().hex + prepared.extension
-    stored = data if prepared.stored_bytes is None else prepared.stored_bytes
-    _write_atomically(io.BytesIO(stored), settings.upload_dir / stored_name)
-    image.sha256 = hashlib.sha256(data).hexdigest()
-    image.stored_name, image.status = stored_name, ImageStatus.pending
+    target = settings.upload_dir / (uuid.uuid4().hex + fmt.stored_extension)
+    if fmt.prepare is None:
+        image.sha256 = _write_atomically(incoming.stream, target)
+    else:
+        data = incoming.stream.read()
+        try:
+            prepared = fmt.prepare(data, settings.secret_key, settings.deidentify, incoming.parsed)
+        except formats.NotAnImage as skipped:
+            logger.info("job %s: skipped %s", image.job_id, skipped)
+            return None
+        except ImageDecodeError as error:
+            image.status, image.error = ImageStatus.failed, str(error)
+            return image
+        image.set_columns(prepared.columns)
+        image.notes = join_notes(prepared.notes)
+        _write_atomically(io.BytesIO(prepared.stored_bytes), target)
+        image.sha256 = hashlib.sha256(data).hexdigest()
+    image.stored_name, image.status = target.name, ImageStatus.pending
     return image
 
 

@@ -84,6 +84,35 @@ class BrowserSession:
         return [problem for problem in self.problems if not any(text in problem for text in allowed)]
 
 
+# Every line box of text under `root` (a CSS selector) as [text, left, top, width, height], hidden elements left out.
+TEXT_BOXES_JS = """(root) => {
+  const walker = document.createTreeWalker(document.querySelector(root), NodeFilter.SHOW_TEXT);
+  const boxes = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (!node.textContent.trim()) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects()) {
+      if (r.width > 0 && r.height > 0) boxes.push([node.textContent.trim().slice(0, 40), r.x, r.y, r.width, r.height]);
+    }
+  }
+  return boxes;
+}"""
+
+
+def overlapping_text(page, root: str, tolerance: float = 0.5) -> list[tuple[str, str]]:
+    """Pairs of text boxes under `root` that are drawn over each other (more than `tolerance` px both ways)."""
+    boxes = page.evaluate(TEXT_BOXES_JS, root)
+    return [
+        (a[0], b[0])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]) > tolerance
+        and min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2]) > tolerance
+    ]
+
+
 @pytest.fixture
 def browser(chromium, e2e_stack: Stack, request: pytest.FixtureRequest) -> Iterator[BrowserSession]:
     folder = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)

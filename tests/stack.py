@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import session_scope
-from db.setup import migrate
+from db.session import make_engine, make_session_factory, session_scope
+from db.setup import make_dirs, migrate
 from db.users import add_token, create_user
+from settings import Settings
 from tests import services
 
 
@@ -81,3 +82,24 @@ def worker_and_web(env: dict[str, str], logs: Path, redis_url: str) -> Iterator[
             services.stop_process(web)
     finally:
         services.stop_process(worker, timeout=60)
+
+
+@contextmanager
+def web_alone(home: Path, username: str, **extra: str) -> Iterator[tuple[dict[str, str], str, str]]:
+    """The web app alone on gunicorn (no worker), with its own Redis and SQLite database under `home`, and a user
+    with a token: (the services' environment, base URL, token). `extra` adds RADBATCH_* variables."""
+    redis_process, redis_url = services.start_redis(home / "redis")
+    try:
+        with migrated_database("sqlite", home) as database_url:
+            make_dirs(Settings(home=home, database_url=database_url, secret_key="alone"))
+            engine = make_engine(database_url)
+            token, _ = user_with_token(make_session_factory(engine), username, f"{username} password")
+            engine.dispose()
+            env = stack_env(home, database_url, redis_url, "alone", **extra)
+            web, base_url = services.start_gunicorn(env, home / "web.log")
+            try:
+                yield env, base_url, token
+            finally:
+                services.stop_process(web)
+    finally:
+        services.stop_process(redis_process)

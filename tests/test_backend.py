@@ -16,7 +16,7 @@ from broker import PREDICT_TASK, QUEUE, make_celery
 from broker.heartbeat import Heartbeat, list_ready_workers
 from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
-from db.setup import alembic_config
+from db.setup import alembic_config, login_instructions
 from db.users import authenticate, user_for_token
 from deploy.run import redis_config, supervisor_config
 from settings import Settings
@@ -27,6 +27,16 @@ def setup_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "db.setup", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def test_the_printed_token_command_reaches_a_home_that_is_not_the_default(tmp_path) -> None:
+    line = login_instructions(Settings(home=tmp_path))[1]
+    assert line == f"API token: RADBATCH_HOME={tmp_path} .venv/bin/python -m db.setup create-token admin"
+    command = line.removeprefix("API token: ").replace(".venv/bin/python", sys.executable)
+    env = service_env({"RADBATCH_HOME": str(tmp_path)})
+    assert setup_cli(env, "--quiet").returncode == 0
+    created = subprocess.run(command, shell=True, cwd=REPO_ROOT, env=service_env({}), capture_output=True, text=True)
+    assert created.returncode == 0 and len(created.stdout.strip()) >= 20, created.stderr
 
 
 def test_setup_migrates_bootstraps_the_admin_and_makes_users_and_tokens(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
-from tests.browser_fixtures import BrowserSession
+from tests.browser_fixtures import BrowserSession, overlapping_text
 from tests.conftest import PIPELINE_IMAGES, PIPELINE_ORIGINALS, Stack
 
 pytestmark = [
@@ -164,6 +164,19 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     page.keyboard.press("Escape")
     expect(viewer).to_be_hidden()
     assert browser.unexpected_problems() == []
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (1440, 900), (1920, 1080), (2560, 1440)])
+def test_the_viewer_panel_text_never_overlaps(browser: BrowserSession, finished_job: dict, width: int, height: int):
+    page = browser.page
+    page.set_viewport_size({"width": width, "height": height})
+    browser.login()
+    page.goto(f"/jobs/{finished_job['id']}?status=done")
+    _rows(page).first.click()
+    expect(page.locator("#viewer-findings li").first).to_be_visible()  # the longest panel: findings and prevalence
+    expect(page.locator("#viewer-prevalence")).to_be_visible()
+    browser.shot(f"viewer-{width}x{height}", full_page=False)
+    assert overlapping_text(page, ".viewer-side") == []
 
 
 def test_viewer_shows_why_a_failed_file_has_no_image(browser: BrowserSession, finished_job: dict):

@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
+from pydicom.fileset import FileSet
 from sqlalchemy import select
 
 from db.models import Image, ImageStatus
@@ -112,7 +113,7 @@ def test_non_images_are_refused_on_their_own_row(web_client, web_token, web_db, 
 def test_truncated_dicom_is_refused_and_a_dicomdir_gets_no_row(web_client, web_token, web_db, tmp_path) -> None:
     whole = dicom_bytes()
     dicomdir = tmp_path / "DICOMDIR"
-    fileset = pydicom.fileset.FileSet()
+    fileset = FileSet()
     instance = pydicom.dcmread(io.BytesIO(whole))
     instance.StudyTime, instance.StudyID, instance.SeriesNumber, instance.InstanceNumber = "120000", "1", 1, 1
     fileset.add(instance)

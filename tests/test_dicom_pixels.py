@@ -243,6 +243,7 @@ def test_cnn_gives_the_png_probability(corpus: Corpus) -> None:
 
 
 @pytest.mark.parametrize("name", ["explicit_le", "implicit_le", "deflated", "no_preamble", "rle", "j2k_lossless"])
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")  # pydicom names the damage it reads past
 def test_damaged_files_raise_dicom_error_and_nothing_else(corpus: Corpus, name: str) -> None:
     data = corpus.file(name).path.read_bytes()
     rng = np.random.default_rng(7)

@@ -61,8 +61,9 @@ class LineReader:
         threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
 
     def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
+        with stream:  # closed at the end of the output: the pipe is not left to the garbage collector
+            for line in stream:
+                self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
     def until(self, prefix: str, timeout: float) -> list[str]:
@@ -158,11 +159,16 @@ def test_make_run_is_quiet_says_ready_and_stops_cleanly(tmp_path: Path) -> None:
             f"radbatch: starting redis, worker, web, dicom; logs in {logs}/ (redis.log, worker.log, web.log,"
             " dicom.log); Ctrl-C stops everything"
         )
+        metrics_port = env["RADBATCH_WORKER_METRICS_PORT"]
+        assert lines[1] == (
+            f"radbatch: listening on web 127.0.0.1:{port}, dicom 127.0.0.1:{dicom_port}, redis 127.0.0.1:{redis_port},"
+            f" worker metrics 127.0.0.1:{metrics_port}"
+        )
         assert (
-            lines[1]
+            lines[2]
             == f"radbatch: log in at http://127.0.0.1:{port}/ as 'admin' with the password in {home}/admin_password"
         )
-        assert lines[2:] == [
+        assert lines[3:] == [
             "radbatch: API: send 'Authorization: Bearer $RADBATCH_ADMIN_TOKEN'",
             f"ready: http://127.0.0.1:{port}/",
         ]

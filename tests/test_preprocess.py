@@ -111,11 +111,16 @@ def test_non_square_images_are_padded_not_stretched():
     assert result[30:70].min() > 0.99  # the picture itself, unstretched
 
 
+def mode_of(path: Path) -> str:
+    with Image.open(path) as image:
+        return image.mode
+
+
 def test_full_size_originals_match_the_training_images():
     """1024x1024 originals (one RGBA) preprocess like the 128-px copies the models were trained on."""
     needs_shared_data()
     originals = sorted(ORIGINALS.glob("*.png"))
-    assert any(Image.open(p).mode == "RGBA" for p in originals)
+    assert "RGBA" in [mode_of(p) for p in originals]
     for path in originals:
         served = preprocess(decode_image(path))
         assert served.shape == (128, 128, 1)

@@ -52,6 +52,7 @@ def test_job_page_rows_filters_and_isolation(web_client, web_auth, web_token):
     web_auth.login("alice")
     page = web_client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "s/a.png" in page and "s/notes.txt" in page and "unsupported file type .txt" in page
+    assert '<td class="path" title="s/a.png">s/<wbr>a.png' in page  # a long path breaks at its slashes only
     failed = web_client.get(f"/jobs/{job_id}?status=failed").get_data(as_text=True)
     assert "s/notes.txt" in failed and "s/a.png" not in failed
     rows = web_client.get(f"/jobs/{job_id}/rows?status=failed&sort=path&order=desc")

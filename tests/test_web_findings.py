@@ -63,7 +63,8 @@ def test_findings_in_results_csv_job_page_and_evaluation(web_client, web_auth, w
 
     web_auth.login("alice")
     page = web_client.get(f"/jobs/{job_id}").get_data(as_text=True)
-    assert "<th>Findings</th>" in page and '<span class="finding present">Mass 0.90</span>' in page
+    assert "<th>Findings</th>" in page and '<span class="finding present">Mass 0.90 <span class="threshold' in page
+    assert '<span class="threshold small muted">≥&nbsp;0.50</span></span>' in page  # the threshold in place
     assert f"Effusion {p_effusion[0]:.3f} (threshold 0.500)" in page  # every finding in the tooltip
 
     labels_csv = "path,label,Effusion\n" + "".join(f"{p},disease,{e}\n" for p, e in zip(paths, effusion))

@@ -204,9 +204,9 @@ def test_thumbnails_are_private(web_client, web_auth, web_token, web_settings):
     web_settings.thumbnail_dir.mkdir(parents=True, exist_ok=True)
     (web_settings.thumbnail_dir / "1.png").write_bytes(png_bytes())  # the first image of a fresh database
     web_auth.login("alice")
-    response = web_client.get("/thumbnails/1.png")
-    assert response.status_code == 200
-    assert "private" in response.headers["Cache-Control"] and "public" not in response.headers["Cache-Control"]
+    with web_client.get("/thumbnails/1.png") as response:  # closes the file it streams
+        assert response.status_code == 200
+        assert "private" in response.headers["Cache-Control"] and "public" not in response.headers["Cache-Control"]
 
 
 class InlineFinder(HTMLParser):

@@ -134,6 +134,7 @@ def train(
         epochs=max_epochs,
         class_weight=class_weights(y_train) if recipe.class_weighting else None,
         callbacks=callbacks,
+        shuffle=False,  # make_dataset shuffles the training data itself; Keras cannot shuffle a tf.data.Dataset
         verbose=0,
     )
     training_seconds = time.perf_counter() - started

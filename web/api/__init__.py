@@ -5,7 +5,7 @@ from flask import Blueprint, request
 from web.auth.identity import api_user
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-PUBLIC_ENDPOINTS = {"api.healthz", "api.readyz"}
+PUBLIC_ENDPOINTS = {"api.healthz", "api.readyz", "api.openapi"}
 
 
 @bp.before_request
@@ -14,4 +14,17 @@ def authenticate() -> None:
         api_user()
 
 
-from web.api import audit, evaluation, files, health, images, jobs, reports, retrievals, reviews, studies, webhooks  # noqa: E402,F401  (registers routes)
+from web.api import (  # noqa: E402,F401  (registers routes)
+    audit,
+    evaluation,
+    files,
+    health,
+    images,
+    jobs,
+    openapi,
+    reports,
+    retrievals,
+    reviews,
+    studies,
+    webhooks,
+)

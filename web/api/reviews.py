@@ -73,7 +73,9 @@ def review_study(study_instance_uid: str):
     if not visible:
         abort(404, f"study {study_instance_uid} not found among your jobs")
     job_id = body.get("job_id") or max(image.job_id for image in visible)
-    job = job_or_404(g.user, int(job_id))
+    if not isinstance(job_id, int) or isinstance(job_id, bool) or not 0 < job_id < 2**63:
+        abort(400, "job_id must be the id of the job whose study you review")
+    job = job_or_404(g.user, job_id)
     images = job_study_images(get_db(), job.id, uid)
     if not images:
         abort(404, f"study {uid} has no images in job {job.id}")

@@ -78,8 +78,13 @@
     return Object.assign(document.createElement("td"), { textContent: text, className: className || "" });
   }
 
+  function breakingAtSlashes(path) {
+    return path.split("/").flatMap((part, i, parts) =>
+      (i < parts.length - 1 ? [`${part}/`, document.createElement("wbr")] : [part]));
+  }
+
   function renderPanel(row) {
-    $("viewer-path").textContent = row.path;
+    $("viewer-path").replaceChildren(...breakingAtSlashes(row.path));
     $("viewer-status").replaceChildren(Object.assign(document.createElement("span"), {
       className: `badge ${row.status}`, textContent: row.status }));
     $("viewer-error").textContent = row.error || "";
