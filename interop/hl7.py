@@ -12,6 +12,7 @@ and the receiver's ACK checked.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,15 @@ from dicomio import codes as c
 
 VERSION = "2.5"
 ACCEPTED_ACKS = ("AA", "CA")
+
+
+class _Client(MLLPClient):
+    """python-hl7's MLLP client on a socket opened with a timeout (its own connects without one and leaves the
+    socket open when the connection fails)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float):
+        self.socket = socket.create_connection((host, port), timeout=timeout_s)
+        self.encoding = "utf-8"
 
 
 class Hl7Error(RuntimeError):
@@ -133,8 +143,7 @@ def send(message: Message, address: str, timeout_s: float = 10.0) -> str:
     """Send over MLLP to `host:port`; returns the ACK's code (AA/CA); raises Hl7Error otherwise."""
     host, _, port = address.rpartition(":")
     try:
-        with MLLPClient(host.strip("[]"), int(port)) as client:
-            client.socket.settimeout(timeout_s)
+        with _Client(host.strip("[]"), int(port), timeout_s) as client:
             raw = client.send_message(message.to_er7())
     except (OSError, ValueError) as error:
         raise Hl7Error(f"HL7 receiver {address} could not be reached or did not answer: {error}") from None
