@@ -109,7 +109,15 @@ def assert_probabilities_match(groups: list[pydicom.Dataset], rows: dict[str, di
     assert len(groups) == 3 * len(rows)
 
 
-ARCHIVE = {"HOSP-A1": ("20260105", 2), "HOSP-B2": ("20260120", 1), "HOSP-C3": ("20251201", 1)}
+# A is retrieved by accession; D and E (never retrieved before, so the PACS holds no pseudonymised SR beside them,
+# see docs/pacs.md) by date range; A and B make the January range match two studies.
+ARCHIVE = {
+    "HOSP-A1": ("20260105", 2),
+    "HOSP-B2": ("20260120", 1),
+    "HOSP-C3": ("20251201", 1),
+    "HOSP-D4": ("20260203", 1),
+    "HOSP-E5": ("20260215", 2),
+}
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +171,9 @@ def test_retrieval_by_date_range_from_the_cli_over_dicomweb(
     from cli.main import main
 
     argv = ["pull", "--url", pacs_stack.base_url, "--token", pacs_stack.token, "--source", "WEB"]
-    assert main(argv + ["--date", "20260101-20260131", "--modality", "DX", "--wait"]) == 0
+    assert main(argv + ["--date", "20260201-20260228", "--modality", "DX", "--wait"]) == 0
     job_id = int(capsys.readouterr().out.strip())
-    expected = {archive[accession][0]: archive[accession][1] for accession in ("HOSP-A1", "HOSP-B2")}
+    expected = {archive[accession][0]: archive[accession][1] for accession in ("HOSP-D4", "HOSP-E5")}
     assert retrieved_studies(pacs_stack, job_id) == expected
 
 
