@@ -66,6 +66,7 @@ class FaultStack:
             if process is not None:
                 services.stop_process(process, timeout=60)
         self.redis.stop()
+        self.sessions.kw["bind"].dispose()  # this process's pooled connections, closed rather than garbage-collected
         if self.memory is not None:
             self.memory.close()
 
