@@ -70,11 +70,16 @@ class Settings:
     dicom_max_associations: int = 64  # associations at once, in all
     dicom_max_per_peer: int = 8  # connections at once from one IP address
     dicom_max_per_aet: int = 8  # associations at once from one calling AE title
-    dicom_forward: str = ""  # AET@host:port: each image's SR is sent there by C-STORE; empty: no forwarding
+    dicom_forward: str = ""  # AET@host:port: each study's SR is sent there by C-STORE; empty: no forwarding
     webhook_allow: tuple[str, ...] = ()  # non-public networks (CIDR) or host names webhooks may still reach
     max_open_jobs_per_user: int = 20  # open jobs (still taking files) one user may have at once; 0: no limit
     max_tokens_per_user: int = 20  # active API tokens one user may have; 0: no limit
     metrics_token: str | None = field(default=None, repr=False)  # set: GET /metrics needs "Bearer <it>"
+    dicom_sources: str = ""  # PACS to pull from, ";"-separated NAME=AET@host:port[,dicomweb=URL] (dicomio/retrieve.py)
+    retrieve_max_studies: int = 500  # a retrieval matching more studies is refused unless it asks for more
+    dicom_forward_heatmaps: bool = False  # also send each heat map as a Secondary Capture with the study's SR
+    fhir_forward: str = ""  # a FHIR R4 base URL: each finished study's Bundle is POSTed there; empty: none
+    hl7_forward: str = ""  # host:port of an HL7 v2 MLLP receiver: an ORU^R01 per finished study; empty: none
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
     # show findings that failed validation (models.findings), labelled "not validated"; off: stored but shown nowhere
     show_unvalidated_findings: bool = False

@@ -4,12 +4,34 @@ Task name, queue, the Celery client, `send_batches` and the workers' readiness h
 TensorFlow, `worker` or `web`; both of them import this.
 """
 
-from broker.app import FORWARD_QUEUE, FORWARD_TASK, NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, make_celery
+from broker.app import (
+    FHIR_QUEUE,
+    FHIR_TASK,
+    FORWARD_QUEUE,
+    FORWARD_TASK,
+    HL7_QUEUE,
+    HL7_TASK,
+    NOTIFY_QUEUE,
+    NOTIFY_TASK,
+    OUTBOUND_QUEUES,
+    PREDICT_TASK,
+    QUEUE,
+    RETRIEVE_QUEUE,
+    RETRIEVE_TASK,
+    make_celery,
+)
 from broker.forward import send_forwards
 from broker.notify import send_notifications
 from broker.sending import BrokerUnavailable, send_batches
 
 __all__ = [
+    "FHIR_QUEUE",
+    "FHIR_TASK",
+    "HL7_QUEUE",
+    "HL7_TASK",
+    "OUTBOUND_QUEUES",
+    "RETRIEVE_QUEUE",
+    "RETRIEVE_TASK",
     "FORWARD_QUEUE",
     "FORWARD_TASK",
     "NOTIFY_QUEUE",

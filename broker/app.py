@@ -12,6 +12,13 @@ NOTIFY_TASK = "radbatch.notify_job"  # webhook deliveries, on a queue of their o
 NOTIFY_QUEUE = "radbatch-notify"
 FORWARD_TASK = "radbatch.forward_sr"  # an image's SR sent to RADBATCH_DICOM_FORWARD, by its own worker
 FORWARD_QUEUE = "radbatch-forward"
+FHIR_TASK = "radbatch.forward_fhir"  # a finished study's FHIR Bundle POSTed to RADBATCH_FHIR_FORWARD
+FHIR_QUEUE = "radbatch-fhir"
+HL7_TASK = "radbatch.forward_hl7"  # a finished study's ORU^R01 sent to RADBATCH_HL7_FORWARD over MLLP
+HL7_QUEUE = "radbatch-hl7"
+RETRIEVE_TASK = "radbatch.retrieve"  # studies pulled from a PACS into a job (C-MOVE / WADO-RS)
+RETRIEVE_QUEUE = "radbatch-retrieve"
+OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE, RETRIEVE_QUEUE)  # all consumed by the forwarding worker
 WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
@@ -32,6 +39,9 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
             PREDICT_TASK: {"queue": QUEUE},
             NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
             FORWARD_TASK: {"queue": FORWARD_QUEUE},
+            FHIR_TASK: {"queue": FHIR_QUEUE},
+            HL7_TASK: {"queue": HL7_QUEUE},
+            RETRIEVE_TASK: {"queue": RETRIEVE_QUEUE},
         },
         task_soft_time_limit=settings.task_soft_time_limit,  # the task retries its images one by one
         task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over

@@ -111,6 +111,29 @@ def results(args: argparse.Namespace) -> int:
     return OK
 
 
+def pull(args: argparse.Namespace) -> int:
+    """Ask the server to retrieve studies from a PACS it knows (RADBATCH_DICOM_SOURCES) into a new job."""
+    query = {"AccessionNumber": args.accession, "StudyDate": args.date, "Modality": args.modality}
+    query = {key: value for key, value in query.items() if value}
+    if "AccessionNumber" not in query and "StudyDate" not in query:
+        raise UsageError("pull needs --accession or --date FROM-TO (YYYYMMDD-YYYYMMDD)")
+    body = {"source": args.source, "query": query} | ({"max_studies": args.max_studies} if args.max_studies else {})
+    client = _client(args)
+    answer = client.request("POST", f"{client.api}/retrievals", json=body).json()
+    retrieval, job = answer["retrieval"], answer["job"]
+    _say(f"retrieving {retrieval['studies']} studies from {args.source} into job {job['id']}")
+    print(job["id"])
+    if not args.wait:
+        return OK
+    job = wait_for_predictions(client, job["id"])
+    retrieval = client.get_json(f"/retrievals/{retrieval['id']}")["retrieval"]
+    if retrieval["status"] == "failed":
+        _say(f"retrieval failed at {retrieval['failed_step']}: {retrieval['error']}")
+        return FAILED
+    _say(f"job {job['id']}: {job['done']} predicted, {job['failed']} failed, {retrieval['instances']} instances")
+    return OK if job["status"] == "done" else FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("RADBATCH_URL", DEFAULT_URL), help="server (env RADBATCH_URL)")
@@ -146,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--csv", nargs="?", const="-", metavar="FILE", help="CSV to FILE (default: standard output)")
     fetch.add_argument("--status", help="only images in this status (pending, queued, done, failed, cancelled)")
     fetch.set_defaults(run=results)
+
+    get = commands.add_parser("pull", parents=[common], help="retrieve studies from a PACS into a new job")
+    get.add_argument("--source", required=True, help="a PACS the server knows (RADBATCH_DICOM_SOURCES)")
+    get.add_argument("--accession", help="the study's accession number")
+    get.add_argument("--date", help="study dates FROM-TO, YYYYMMDD-YYYYMMDD (or one day YYYYMMDD)")
+    get.add_argument("--modality", help="only studies with this modality (e.g. DX)")
+    get.add_argument("--max-studies", type=int, help="allow more matches than the server's limit (500)")
+    get.add_argument("--wait", action="store_true", help="wait until every retrieved image is predicted")
+    get.set_defaults(run=pull)
     return parser
 
 

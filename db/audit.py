@@ -22,6 +22,8 @@ ACTIONS = (
     "results.view",
     "results.export",
     "image.view",
+    "study.view",
+    "study.review",
     "heatmap.view",
     "report.view",
     "files.view",

@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+from broker import OUTBOUND_QUEUES
 from db.setup import login_instructions, private_dir
 from deploy.launcher import run_in_foreground
 from settings import Settings
@@ -158,9 +159,9 @@ serverurl=unix://{home / "supervisor.sock"}
         settings, "web", web, priority=30, environment=f'PROMETHEUS_MULTIPROC_DIR="{web_metrics_dir(settings)}"'
     )
     config += _program(settings, "dicom", f"{sys.executable} -m listener", priority=40, stopwaitsecs=30)
-    if settings.dicom_forward:
+    if settings.dicom_forward or settings.fhir_forward or settings.hl7_forward or settings.dicom_sources:
         forwarder = (
-            f"{BIN / 'celery'} -A worker.forwarder worker -Q radbatch-forward --pool threads --concurrency 4"
+            f"{BIN / 'celery'} -A worker.forwarder worker -Q {','.join(OUTBOUND_QUEUES)} --pool threads --concurrency 4"
             " --loglevel INFO --hostname radbatch-forward@%%h"
         )
         config += _program(settings, "forwarder", forwarder, priority=50, stopwaitsecs=60)

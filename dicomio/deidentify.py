@@ -13,6 +13,10 @@ descriptions and comments are removed, emptied or replaced, and private tags are
 * The source AE titles in the file meta header are removed.
 * PatientID becomes a keyed pseudonym, HMAC-SHA256 of the original ID under the application's secret
   key, so one patient's images still group together and nobody without the key can reverse it.
+* AccessionNumber becomes a keyed pseudonym too ("RB" and 14 hex digits of HMAC-SHA256 of "accession:" and
+  the number, 16 characters as its VR allows), the same for every image of a study, so the job page can list
+  studies by accession and the site can match one back: `GET /api/v1/studies?accession=<the site's number>`
+  computes the pseudonym with the same key.
 * PatientIdentityRemoved = YES, DeidentificationMethod and DeidentificationMethodCodeSequence
   (113100 Basic Application Confidentiality Profile, 113110 Retain UIDs Option) are set.
 
@@ -38,7 +42,14 @@ PROFILE_EDITION = "dicomfields_2026c"
 PSEUDONYM_CHARS = 32
 BASIC_PROFILE = ("113100", "Basic Application Confidentiality Profile")
 RETAIN_UIDS = ("113110", "Retain UIDs Option")
-METHOD = ["PS3.15 Basic Profile (dicom-anonymizer 2026c)", "Retain UIDs Option", "PatientID: HMAC-SHA256 pseudonym"]
+METHOD = [
+    "PS3.15 Basic Profile (dicom-anonymizer 2026c)",
+    "Retain UIDs Option",
+    "PatientID: HMAC-SHA256 pseudonym",
+    "AccessionNumber: HMAC-SHA256 pseudonym",
+]
+ACCESSION_PREFIX = "RB"
+ACCESSION_DIGITS = 14  # with the prefix, the 16 characters of an SH value
 FILE_META_AE_TITLES = ((0x0002, 0x0016), (0x0002, 0x0017), (0x0002, 0x0018))
 
 
@@ -60,6 +71,16 @@ def patient_pseudonym(patient_id: str | None, secret: str | bytes) -> str | None
         return None
     key = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
+
+
+def accession_pseudonym(accession: str | None, secret: str | bytes) -> str | None:
+    """Keyed pseudonym of an AccessionNumber ("RB" + 14 hex digits, upper case), or None for a missing one."""
+    accession = (accession or "").strip()
+    if not accession:
+        return None
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = hmac.new(key, f"accession:{accession}".encode(), hashlib.sha256).hexdigest()
+    return ACCESSION_PREFIX + digest[:ACCESSION_DIGITS].upper()
 
 
 def _keep(dataset: Dataset, tag: tuple[int, int]) -> None:
@@ -132,6 +153,7 @@ def deidentify(ds: Dataset, secret: str | bytes, enabled: bool = True) -> Patien
     """
     patient_id = _text(ds, "PatientID")
     pseudonym = patient_pseudonym(patient_id, secret)
+    accession = accession_pseudonym(_text(ds, "AccessionNumber"), secret)
     if not enabled:
         return PatientIdentity(pseudonym, patient_id, _text(ds, "PatientName"), deidentified=False)
     warnings = []
@@ -141,6 +163,7 @@ def deidentify(ds: Dataset, secret: str | bytes, enabled: bool = True) -> Patien
     anonymizer.anonymize_dataset(ds, delete_private_tags=True, base_rules_gen=lambda: rules)
     ds.PatientID = pseudonym or ""
     ds.PatientName = ""
+    ds.AccessionNumber = accession or ""
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = METHOD
     ds.DeidentificationMethodCodeSequence = Sequence([_code(*BASIC_PROFILE), _code(*RETAIN_UIDS)])

@@ -34,9 +34,16 @@ def parse_destination(text: str) -> Destination:
     return Destination(match.group("aet").strip(), match.group("host").strip("[]"), int(match.group("port")))
 
 
-def c_store(dataset: Dataset, destination: Destination, calling_aet: str, timeout_s: float = 10.0) -> int:
+def c_store(
+    dataset: Dataset,
+    destination: Destination,
+    calling_aet: str,
+    timeout_s: float = 10.0,
+    move_originator: tuple[str, int] | None = None,
+) -> int:
     """Send `dataset` (with its file meta: SOP class and transfer syntax) and return the success status;
-    raises ForwardError otherwise. One attempt holds the caller for at most a few `timeout_s`."""
+    raises ForwardError otherwise. One attempt holds the caller for at most a few `timeout_s`. `move_originator`
+    (AE title, message id) marks it as part of that C-MOVE (a retrieval handing instances to the listener)."""
     ae = AE(ae_title=calling_aet)
     ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
@@ -45,7 +52,8 @@ def c_store(dataset: Dataset, destination: Destination, calling_aet: str, timeou
         reason = "rejected the association" if assoc.is_rejected else "could not be reached or did not answer"
         raise ForwardError(f"{destination} {reason}")
     try:
-        status = assoc.send_c_store(dataset)
+        originator = dict(zip(("originator_aet", "originator_id"), move_originator)) if move_originator else {}
+        status = assoc.send_c_store(dataset, **originator)
     finally:
         assoc.release()
     if "Status" not in status:

@@ -13,6 +13,7 @@ import io
 import logging
 import threading
 from datetime import datetime, timezone
+from typing import Any
 
 from celery import Celery
 from pydicom.dataset import Dataset
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_event
 from db.models import User
+from db.retrievals import retrieving_job
 from dicomio.instances import parse_instance
 from dicomio.uids import identity_problem, uid_problem
 from listener import jobs
@@ -62,6 +64,7 @@ class Listener:
         self._lock = threading.Lock()
         self._jobs: dict[Association, int] = {}
         check_exposure(settings)
+        self._retrievals: set[int] = set()  # jobs of retrievals: their moves' associations do not close them
         with sessions() as session:
             self._user_id = jobs.listener_user(session, settings.dicom_user).id
             self._users = {aet: jobs.listener_user(session, name).id for aet, name in aet_users(settings).items()}
@@ -78,7 +81,8 @@ class Listener:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        ae.require_calling_aet = allowed_aets(self.settings)
+        allowed = allowed_aets(self.settings)  # plus its own title: a retrieval by WADO-RS hands instances over so
+        ae.require_calling_aet = [*allowed, self.settings.dicom_aet] if allowed else []
         ae.require_called_aet = True
         ae.acse_timeout = self.settings.dicom_artim_timeout
         ae.network_timeout = self.settings.dicom_idle_timeout
@@ -113,10 +117,26 @@ class Listener:
         logger.info("C-ECHO from %s", event.assoc.requestor.ae_title)
         return SUCCESS
 
-    def _job_for(self, assoc: Association) -> int:
+    def _retrieval_job(self, request: Any) -> int | None:
+        """The retrieval job a C-STORE sub-operation of radbatch's own C-MOVE belongs to (db.retrievals)."""
+        originator = getattr(request, "MoveOriginatorApplicationEntityTitle", None) or ""
+        originator = (originator.decode(errors="replace") if isinstance(originator, bytes) else str(originator)).strip()
+        message = getattr(request, "MoveOriginatorMessageID", None)
+        if originator != self.settings.dicom_aet or message is None:
+            return None
+        with self.sessions() as session:
+            return retrieving_job(session, int(message))
+
+    def _job_for(self, assoc: Association, request: Any) -> int:
         with self._lock:
             if assoc in self._jobs:
                 return self._jobs[assoc]
+            retrieval = self._retrieval_job(request)
+            if retrieval is not None:
+                self._jobs[assoc] = retrieval
+                self._retrievals.add(retrieval)
+                logger.info("association from %s: retrieval job %d", assoc.requestor.ae_title.strip(), retrieval)
+                return retrieval
             calling_aet = assoc.requestor.ae_title.strip()
             resumed = self._interrupted.pop(calling_aet, None)
             with self.sessions() as session:
@@ -134,7 +154,7 @@ class Listener:
 
     def on_store(self, event: evt.Event) -> Dataset:
         try:
-            job_id = self._job_for(event.assoc)
+            job_id = self._job_for(event.assoc, event.request)
         except SQLAlchemyError as error:
             logger.error("could not start a job: %s", error)
             return _status(OUT_OF_RESOURCES, "database unavailable")
@@ -159,7 +179,9 @@ class Listener:
         """Released, aborted or dropped: close the association's job and queue what arrived."""
         with self._lock:
             job_id = self._jobs.pop(event.assoc, None)
-        if job_id is not None:
+        if job_id is not None and job_id in self._retrievals:  # the retrieval closes its job once every move is done
+            queue_quietly(self.sessions, self.client, job_id, self.settings.batch_size, full_batches_only=False)
+        elif job_id is not None:
             self.close(job_id, f"association from {event.assoc.requestor.ae_title.strip()} {event.event.name}")
 
     def close(self, job_id: int, why: str) -> None:

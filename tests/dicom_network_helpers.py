@@ -81,18 +81,23 @@ class Destination:
         return f"{self.ae_title}@127.0.0.1:{self.port}"
 
     def referenced_sources(self) -> dict[str, Path]:
-        """Source SOPInstanceUID -> the SR file that reports on it."""
+        """Source SOPInstanceUID -> the (study) SR file that reports on it."""
         with self._lock:
             paths = list(self.received)
-        found = {}
-        for path in paths:
-            sr = pydicom.dcmread(path)
-            evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
-            found[str(evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)] = path
-        return found
+        return {source: path for path in paths for source in evidence_uids(pydicom.dcmread(path))}
 
     def stop(self) -> None:
         self._server.shutdown()
+
+
+def evidence_uids(sr: pydicom.Dataset) -> set[str]:
+    """The SOP Instance UIDs an SR lists as its evidence (every series of every study)."""
+    return {
+        str(item.ReferencedSOPInstanceUID)
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
 
 
 def scu_association(port: int, calling_aet: str, called_aet: str = "RADBATCH"):

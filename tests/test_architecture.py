@@ -27,6 +27,7 @@ PACKAGES = (
     "deploy",
     "benchmarks",
     "cli",
+    "interop",
 )
 TENSORFLOW = ("tensorflow", "keras")
 
@@ -45,6 +46,8 @@ FORBIDDEN = {
     "dicomio": ("db", "web", "worker", "ingest", "broker", "training", "listener", "formats", *TENSORFLOW),
     # The reader registry: each format's detection, reader and ingest preparation, registered once.
     "formats": ("db", "web", "worker", "ingest", "broker", "training", "listener", *TENSORFLOW),
+    # Results out to clinical systems (FHIR, HL7 v2), built from plain study summaries.
+    "interop": ("db", "web", "worker", "ingest", "broker", "training", "listener", "formats", *TENSORFLOW),
     # The command-line client talks HTTP only: it installs and runs without any server part.
     "cli": ("web", "worker", "db", "models", "training", "broker", "ingest", "deploy", "settings", *TENSORFLOW),
 }

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomio.deidentify import deidentify, patient_pseudonym
+from dicomio.deidentify import accession_pseudonym, deidentify, patient_pseudonym
 from dicomio.read import decode_dicom, dicom_metadata
 from tests.dicom_corpus import image_dataset
 
@@ -91,7 +91,10 @@ def test_profile_is_declared_and_the_pseudonym_replaces_the_id() -> None:
     assert reread.PatientID == identity.pseudonym == expected
     assert reread.PatientName == "" and reread.get("PatientBirthDate") in (None, "")
     metadata = dicom_metadata(reread)
-    assert metadata.accession_number is None and metadata.study_date is None
+    assert (
+        metadata.accession_number == accession_pseudonym(PHI["AccessionNumber"], SECRET) and metadata.study_date is None
+    )
+    assert len(metadata.accession_number) == 16 and PHI["AccessionNumber"] not in metadata.accession_number
     assert metadata.view_position == "PA" and metadata.study_instance_uid == uids[0]
 
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image as PILImage
 
-from dicomio.deidentify import patient_pseudonym
+from dicomio.deidentify import accession_pseudonym, patient_pseudonym
 from tests.conftest import SHARED_DATA, Stack, skip_or_fail
 from tests.dicom_corpus import Corpus, build_corpus
 from tests.test_dicom_pixels import LOSSLESS, LOSSY, SOURCE
@@ -140,7 +140,7 @@ def test_rows_keep_the_metadata_notes_and_the_source_size(corpus: Corpus, corpus
         entry = corpus.file(name)
         row, ds = rows[upload_path(name, entry.path)], pydicom.dcmread(entry.path, force=True)
         assert row["study_instance_uid"] == ds.StudyInstanceUID and row["view_position"] == "PA"
-        assert row["accession_number"] is None  # emptied by de-identification (PS3.15 Basic Profile)
+        assert row["accession_number"] == accession_pseudonym("ACC1", "e2e")  # keyed pseudonym on de-identification
         dicom = row["dicom"]
         assert (dicom["sop_instance_uid"], dicom["transfer_syntax_uid"]) == (ds.SOPInstanceUID, syntax)
         assert dicom["series_instance_uid"] == ds.SeriesInstanceUID and dicom["pixel_spacing_mm"] == [0.143, 0.143]
@@ -175,7 +175,7 @@ def test_results_filter_by_study_and_csv_shows_study_accession_view(
     assert (line["study_instance_uid"], line["view_position"], line["accession_number"]) == (
         lateral["study_instance_uid"],
         "LL",
-        "",
+        accession_pseudonym("ACC1", "e2e"),
     )
     assert LATERAL in line["notes"]
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from db.models import Image, ImageStatus
 from db.session import session_scope
-from dicomio.deidentify import patient_pseudonym
+from dicomio.deidentify import accession_pseudonym, patient_pseudonym
 from ingest import Incoming, add_files
 from settings import Settings
 from tests.dicom_corpus import image_dataset
@@ -77,7 +77,8 @@ def test_the_stored_copy_is_deidentified_and_the_row_keeps_only_a_pseudonym(
     pseudonym = patient_pseudonym("MRN-4471", web_settings.secret_key)
     assert (stored.PatientIdentityRemoved, stored.PatientID, stored.PatientName) == ("YES", pseudonym, "")
     assert (row.patient_pseudonym, row.patient_id, row.patient_name) == (pseudonym, None, None)
-    assert row.accession_number is None and row.study_instance_uid == stored.StudyInstanceUID
+    assert row.accession_number == accession_pseudonym("ACC-991", web_settings.secret_key) == stored.AccessionNumber
+    assert row.study_instance_uid == stored.StudyInstanceUID
     assert row.sha256 is not None  # of the bytes received, so a resumed upload finds the file it sent
 
 

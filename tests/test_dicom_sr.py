@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +12,10 @@ import pytest
 from pydicom import uid
 
 from dicomio.deidentify import deidentify
-from dicomio.sr import ModelResult, build_sr, sr_bytes
+from dicomio.sr import ImageEvidence, ModelResult, StudyFinding, StudyResult, build_sr, build_study_sr, sr_bytes
 from tests.conftest import skip_or_fail
 from tests.dicom_corpus import image_dataset
+from tests.dicom_network_helpers import evidence_uids
 
 RESULTS = [
     ModelResult("cnn", "cnn-2026.11", 0.8312, "disease", 0.41),
@@ -32,8 +34,13 @@ def source() -> pydicom.Dataset:
 
 
 def groups(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """The image-level measurement groups (the study-level group, tracking identifier "study result", comes first)."""
     measurements = next(item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010")
-    return list(measurements.ContentSequence)
+    return [
+        group
+        for group in measurements.ContentSequence
+        if items_named(group, "Tracking Identifier")[0].TextValue != "study result"
+    ]
 
 
 def items_named(group: pydicom.Dataset, meaning: str) -> list[pydicom.Dataset]:
@@ -87,3 +94,59 @@ def test_dsrdump_reads_the_sr_without_errors_or_warnings(source: pydicom.Dataset
 def test_unknown_label_is_refused(source: pydicom.Dataset) -> None:
     with pytest.raises(ValueError, match="label 'maybe'"):
         build_sr(source, [("cnn", "v1", 0.5, "maybe", 0.5)])
+
+
+def study_images() -> list[ImageEvidence]:
+    import numpy as np
+
+    study = uid.generate_uid()
+    images = []
+    for view in ("PA", "LL"):
+        ds = image_dataset(np.zeros((16, 16), dtype=np.uint8), 8, PatientID="P1", AccessionNumber="A1")
+        ds.StudyInstanceUID, ds.ViewPosition = study, view
+        deidentify(ds, "secret")
+        lateral = view == "LL"
+        notes = ["lateral view: the models were trained on frontal (PA/AP) views"] if lateral else []
+        images.append(ImageEvidence(ds, RESULTS, notes, counted=not lateral))
+    return images
+
+
+STUDY = StudyResult(ModelResult(*RESULTS[2]), "the maximum over frontal images", [StudyFinding("Effusion", 0.7, 0.4)])
+
+
+def test_the_study_report_has_a_study_root_image_evidence_disclaimer_and_notes(tmp_path: Path) -> None:
+    images = study_images()
+    sr = pydicom.dcmread(io.BytesIO(sr_bytes(build_study_sr(images, STUDY))))
+    measurements = next(item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "126010")
+    study_group, *image_groups = measurements.ContentSequence
+    assert items_named(study_group, "Tracking Identifier")[0].TextValue == "study result"
+    counted = items_named(study_group, "Source of Measurement")
+    assert [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in counted] == [
+        images[0].header.SOPInstanceUID
+    ]
+    probability = items_named(study_group, "Study probability of disease")[0].MeasuredValueSequence[0]
+    assert float(probability.NumericValue) == pytest.approx(0.5644)
+    effusion = items_named(study_group, "Pleural effusion")[0].ConceptCodeSequence[0]
+    assert (effusion.CodeValue, effusion.CodeMeaning) == ("52101004", "Present")
+    assert len(image_groups) == 2 * len(RESULTS)
+    texts = next(item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "C0034375")
+    comments = [item.TextValue for item in texts.ContentSequence]
+    assert comments[0] == "Research use only, not for diagnosis"
+    assert any("(LL): lateral view" in text for text in comments)
+    assert any("(LL): not counted in the study result" in text for text in comments)
+    assert evidence_uids(sr) == {image.header.SOPInstanceUID for image in images}
+
+
+def test_dciodvfy_and_dsrdump_find_no_error_in_the_study_report(tmp_path: Path) -> None:
+    for tool, package in (("dciodvfy", "dicom3tools"), ("dsrdump", "dcmtk")):
+        if shutil.which(tool) is None:
+            skip_or_fail(f"{tool} is not installed (apt-get install {package})")
+    path = tmp_path / "study-sr.dcm"
+    path.write_bytes(sr_bytes(build_study_sr(study_images(), STUDY)))
+    validated = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    output = validated.stdout + validated.stderr
+    assert "Comprehensive3DSR" in output
+    assert [line for line in output.splitlines() if line.startswith("Error")] == []
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0 and dump.stderr == "", dump.stderr
+    assert '="Research use only, not for ...">' in dump.stdout  # dsrdump shortens long text

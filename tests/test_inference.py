@@ -91,7 +91,9 @@ def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -
             ).all()
         )
         assert loaded_models.findings is not None
-        assert sorted(findings.values()) == [len(loaded_models.findings.findings)] * 6  # every head; none for failed files
+        assert (
+            sorted(findings.values()) == [len(loaded_models.findings.findings)] * 6
+        )  # every head; none for failed files
         images = {image.path: image for image in session.scalars(select(Image).where(Image.job_id == job_id))}
         assert images["truncated.png"].error.startswith("corrupt or truncated PNG file")
         assert images["gone.png"].error == "the uploaded file is missing from the server's upload folder"

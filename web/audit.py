@@ -34,6 +34,7 @@ AUDITED_ENDPOINTS = {
     "api.add": "job.add_files",
     "api.close": "job.close",
     "api.cancel": "job.cancel",
+    "api.create_retrieval": "job.create",
     "dashboard.job": "job.view",
     "dashboard.cancel": "job.cancel",
 }

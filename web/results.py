@@ -172,7 +172,7 @@ def show_unvalidated_findings() -> bool:
     return has_app_context() and get_settings().show_unvalidated_findings
 
 
-def _with_outputs(session: Session, images: list[Image]) -> list[dict]:
+def with_outputs(session: Session, images: list[Image]) -> list[dict]:
     """The images as dicts with their predictions and findings: two queries whatever the count."""
     ids = [image.id for image in images]
     predictions = predictions_for(session, ids)
@@ -185,11 +185,17 @@ def count_results(session: Session, job_id: int, flt: ResultFilter) -> int:
     return session.scalar(query) or 0
 
 
-def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
-    """One page of results and the filtered total: four queries whatever the page size."""
+def page_of_images(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[Image], int]:
+    """One page of the filtered images (without their outputs) and the filtered total: two queries."""
     total = count_results(session, job_id, flt)
     images = list(session.scalars(_ordered(_filtered(job_id, flt), flt).limit(page.per_page).offset(page.offset)))
-    return _with_outputs(session, images), total
+    return images, total
+
+
+def results_page(session: Session, job_id: int, flt: ResultFilter, page: PageArgs) -> tuple[list[dict], int]:
+    """One page of results and the filtered total: four queries whatever the page size."""
+    images, total = page_of_images(session, job_id, flt, page)
+    return with_outputs(session, images), total
 
 
 def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[dict]:
@@ -203,7 +209,7 @@ def iter_results(session: Session, job_id: int, flt: ResultFilter) -> Iterator[d
             chunk = list(session.scalars(query.limit(_CSV_CHUNK).offset(offset)))
         if not chunk:
             return
-        yield from _with_outputs(session, chunk)
+        yield from with_outputs(session, chunk)
         last_id, offset = chunk[-1].id, offset + len(chunk)
         session.expunge_all()  # keep memory flat on a 100,000-image job
 
@@ -220,16 +226,25 @@ def _blank_if_none(value: Any) -> Any:
 
 
 DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
+# db/studies.py: the maximum of the ensemble over frontal views; db/reviews.py: the newest review of the study
+STUDY_CSV_COLUMNS = ["study_probability", "study_label", "review_verdict", "review_label", "review_comment"]
 PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
-CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS] + [
+CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS] + [
     f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
 ]
 
 
-def csv_lines(rows: Iterator[dict], findings: Sequence[str] = (), unvalidated: Sequence[str] = ()) -> Iterator[str]:
+def csv_lines(
+    rows: Iterator[dict],
+    findings: Sequence[str] = (),
+    unvalidated: Sequence[str] = (),
+    studies: Mapping[str, tuple] | None = None,
+) -> Iterator[str]:
     """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
     job_finding_names: every finding shown for any image of the job); a finding in `unvalidated` (shown only
-    when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed `finding_<name>_not_validated`."""
+    when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed `finding_<name>_not_validated`. `studies` gives each
+    study's STUDY_CSV_COLUMNS cells (db/studies.py: study_cells_of_job), repeated on every image of the study."""
+    studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = [f"finding_{name}" + ("_not_validated" if name in unvalidated else "") for name in findings]
@@ -237,6 +252,7 @@ def csv_lines(rows: Iterator[dict], findings: Sequence[str] = (), unvalidated: S
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
+        cells += list(studies.get(row["study_instance_uid"] or "", ("",) * len(STUDY_CSV_COLUMNS)))
         for model in MODELS:
             prediction = row["predictions"].get(model, {})
             cells += [_blank_if_none(prediction.get(key, "")) for key in PREDICTION_CSV_FIELDS]

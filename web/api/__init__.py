@@ -14,4 +14,17 @@ def authenticate() -> None:
         api_user()
 
 
-from web.api import audit, evaluation, files, health, images, jobs, openapi, reports, webhooks  # noqa: E402,F401
+from web.api import (  # noqa: E402,F401  (registers routes)
+    audit,
+    evaluation,
+    files,
+    health,
+    images,
+    jobs,
+    openapi,
+    reports,
+    retrievals,
+    reviews,
+    studies,
+    webhooks,
+)

@@ -51,7 +51,7 @@ def request_key() -> str | None:
 def fingerprint() -> str:
     """SHA-256 of what the request asks for: method, path, form fields (by name) and files (in order)."""
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
-    for name in sorted(request.form.keys()):
+    for name in sorted(request.form.keys(), key=lambda name: name or ""):  # a part without a usable name: None
         digest.update(json.dumps([name, request.form.getlist(name)]).encode())
     for field, upload in request.files.items(multi=True):
         upload.stream.seek(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, abort
 
-from db.models import ImageStatus
+from db.models import ImageStatus, split_notes
 from dicomio.read import DicomError
 from dicomio.sr import image_report, sr_bytes
 from web.access import visible_image_or_404
@@ -22,7 +22,9 @@ def structured_report(image_id: int):
         reason = f": {image.error}" if image.error else ""
         abort(404, f"image {image_id} has no predictions (status {image.status.value}{reason}); no report to make")
     try:
-        report = image_report(get_settings().upload_dir / image.stored_name, image.predictions)
+        report = image_report(
+            get_settings().upload_dir / image.stored_name, image.predictions, split_notes(image.notes)
+        )
     except FileNotFoundError:
         abort(404, f"the stored file of image {image_id} is gone (it may have been purged)")
     except DicomError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 
 from db.audit import ACTIONS, audit_page
+from db.studies import METHOD as STUDY_METHOD
 from ingest.labels import LabelFileError
 from web.access import job_or_404
 from web.audit import audit, audit_query, require_admin
@@ -66,3 +67,10 @@ def audit_log():
     return render_template(
         "dashboard/audit.html", events=events, meta=page.meta(total), args=args, filters=filters, actions=ACTIONS
     )
+
+
+@bp.get("/worklist")
+@login_required
+def worklist_page():
+    """Finished, unreviewed studies, most suspicious first; the table is filled and refreshed from the API."""
+    return render_template("dashboard/worklist.html", method=STUDY_METHOD)

@@ -23,12 +23,21 @@ from sqlalchemy import select
 from db.findings import job_finding_names
 from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
+from db.studies import METHOD as STUDY_METHOD
+from db.studies import job_studies_page, study_cells_of_job
 from web.access import job_or_404
 from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
 from web.extensions import get_db, get_settings
 from web.query_args import enum_choice, page_args
-from web.results import csv_lines, iter_results, parse_filter, results_page, show_unvalidated_findings
+from web.results import (
+    csv_lines,
+    iter_results,
+    page_of_images,
+    parse_filter,
+    show_unvalidated_findings,
+    with_outputs,
+)
 
 logger = logging.getLogger(__name__)
 PLACEHOLDER_SVG = (
@@ -49,11 +58,22 @@ def history():
 
 
 def _results_context(job: Job) -> dict:
+    """The image rows; for a DICOM job with no filter, one row per study instead (`?view=images` for the images).
+    A job is a DICOM job when its first page of images holds a study (no extra query on other jobs)."""
+    db = get_db()
     flt = parse_filter(request.args)
     page = page_args(request.args, default_per_page=50)
-    rows, total = results_page(get_db(), job.id, flt, page)
     sizes = sorted({*PAGE_SIZES, page.per_page})
-    return {"job": job, "rows": rows, "meta": page.meta(total), "flt": flt, "args": flt.as_args(), "page_sizes": sizes}
+    args = flt.as_args()
+    context = {"job": job, "flt": flt, "args": args, "page_sizes": sizes, "studies": None, "study_method": STUDY_METHOD}
+    images, total = page_of_images(db, job.id, flt, page)
+    context["has_studies"] = bool(flt.study) or any(image.study_instance_uid for image in images)
+    if context["has_studies"] and not args:
+        if request.args.get("view") != "images":
+            studies, total = job_studies_page(db, job.id, page.per_page, page.offset)
+            return context | {"studies": studies, "rows": [], "meta": page.meta(total)}
+        context["args"] = {"view": "images"}
+    return context | {"rows": with_outputs(db, images), "meta": page.meta(total)}
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -96,7 +116,8 @@ def export_csv(job_id: int):
     flt = parse_filter(request.args)
     findings = job_finding_names(get_db(), found.id, include_unvalidated=show_unvalidated_findings())
     unvalidated = sorted(set(findings) - set(job_finding_names(get_db(), found.id)))
-    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings, unvalidated))
+    studies = study_cells_of_job(get_db(), found.id)
+    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings, unvalidated, studies))
     return Response(
         lines,
         mimetype="text/csv",

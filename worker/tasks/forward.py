@@ -13,6 +13,7 @@ from broker import FORWARD_TASK
 from dicomio.forward import ForwardError
 from worker import process
 from worker.forwarding import forward_image
+from worker.heatmap_forwarding import forward_heatmaps
 
 
 @shared_task(
@@ -26,4 +27,9 @@ from worker.forwarding import forward_image
     ignore_result=True,
 )
 def forward_sr(image_id: int) -> str:
-    return forward_image(process.session_factory(), process.settings(), int(image_id))
+    """The study's SR, then (RADBATCH_DICOM_FORWARD_HEATMAPS) its heat maps as Secondary Captures."""
+    settings = process.settings()
+    outcome = forward_image(process.session_factory(), settings, int(image_id))
+    if outcome == "sent" and settings.dicom_forward_heatmaps:
+        forward_heatmaps(process.session_factory(), settings, int(image_id))
+    return outcome

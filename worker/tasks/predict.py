@@ -13,6 +13,7 @@ from broker import PREDICT_TASK, send_forwards
 from db.jobs import requeue_images
 from db.session import session_scope
 from worker import delivery, inference, metrics, runtime
+from worker.forwarding import one_per_study
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,24 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     metrics.observe_batch_stage("commit", *commit_clock.lap())
     metrics.observe_batch_stage("total", *clock.lap())
     counts = {name: counts[name] + n for name, n in outcome.counts().items()}
-    if settings.dicom_forward and outcome.done:
-        _forward(self.app, outcome.done)
+    if (settings.dicom_forward or settings.fhir_forward or settings.hl7_forward) and outcome.done:
+        _forward(self.app, sessions, settings, outcome.done)
     metrics.count_batch(counts)
     log.info("batch of %d: %s", len(ids), ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
 
 
-def _forward(app, image_ids: list[int]) -> None:
-    """Hand the stored results to the forwarding worker; a broker outage loses the forwarding, never the batch."""
+def _forward(app, sessions, settings, image_ids: list[int]) -> None:
+    """Hand the stored results to the forwarding worker, one task per study; a broker or database outage loses the
+    forwarding, never the batch."""
     try:
-        send_forwards(app, image_ids)
-    except BrokerError as error:
+        with sessions() as session:
+            image_ids = one_per_study(session, image_ids)
+        on = {
+            "dicom": bool(settings.dicom_forward),
+            "fhir": bool(settings.fhir_forward),
+            "hl7": bool(settings.hl7_forward),
+        }
+        send_forwards(app, image_ids, **on)
+    except (BrokerError, OperationalError) as error:
         log.error("could not queue the forwarding of %d SRs: %s", len(image_ids), error)

@@ -1,0 +1,68 @@
+"""Heat maps to the PACS as DICOM (RADBATCH_DICOM_FORWARD_HEATMAPS): for each predicted image of a finished study
+and each heat map the worker drew for it (worker/heatmaps.py), a Secondary Capture labelled "AI heat map, not for
+diagnosis" (dicomio/heatmap_sc.py), sent after the study's SR by the same forwarding task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image as PILImage
+from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Image
+from dicomio.forward import c_store, parse_destination
+from dicomio.heatmap_sc import MAX_SIDE, heatmap_sc, overlay
+from dicomio.read import DicomError, read_header
+from formats import read_upload
+from models.gradcam import HEADS
+from models.preprocess import ImageDecodeError, to_gray
+from settings import Settings
+from worker.forwarding import WAITING, finished_study
+from worker.heatmaps import heatmap_path
+
+log = logging.getLogger(__name__)
+
+
+def heatmap_datasets(session: Session, settings: Settings, image_id: int) -> Iterator[Dataset]:
+    """The Secondary Captures of the study's heat maps (none while the study is waiting)."""
+    images = finished_study(session, image_id)
+    if images is None or images == WAITING:
+        return
+    for image in images:
+        yield from _of_image(settings, image)
+
+
+def _of_image(settings: Settings, image: Image) -> Iterator[Dataset]:
+    versions = {p.model_name: p.model_version for p in image.predictions}
+    maps = [(model, heatmap_path(settings, image.id, model)) for model in HEADS if model in versions]
+    maps = [(model, path) for model, path in maps if path.is_file()]
+    if not maps:
+        return
+    stored = settings.upload_dir / image.stored_name
+    try:
+        header = read_header(stored)
+        gray = np.rint(to_gray(read_upload(stored.read_bytes(), target_size=MAX_SIDE).image) * 255).astype(np.uint8)
+    except (FileNotFoundError, DicomError, ImageDecodeError, OSError) as error:
+        log.warning("image %d: no heat map forwarded: %s", image.id, error)
+        return
+    for model, path in maps:
+        with PILImage.open(path) as heat:
+            sc = heatmap_sc(header, overlay(gray, heat), model, versions[model])
+        if sc is None:
+            log.info("image %d: no heat map forwarded: its orientation is unknown", image.id)
+            return
+        yield sc
+
+
+def forward_heatmaps(sessions: sessionmaker[Session], settings: Settings, image_id: int) -> int:
+    """Send the study's heat maps to RADBATCH_DICOM_FORWARD; how many; ForwardError if the destination refuses one."""
+    destination = parse_destination(settings.dicom_forward)
+    sent = 0
+    with sessions() as session:
+        for heat_map in heatmap_datasets(session, settings, image_id):
+            c_store(heat_map, destination, settings.dicom_aet)
+            sent += 1
+    return sent
