@@ -127,7 +127,10 @@ def test_viewer_zoom_window_level_and_next_previous(browser: BrowserSession, fin
     expect(page.locator("#viewer-prevalence")).to_contain_text(f"disease prevalence of {prevalence:.3f}")
     findings = done[3]["findings"]
     assert findings, "the worker served no findings"
-    shown = [f"{n}: {f['probability']:.3f} {f['label']} (threshold {f['threshold']:.3f})" for n, f in findings.items()]
+    shown = [
+        f"{n}: {f['probability']:.3f} {f['label']} (threshold {f['threshold']:.3f}, {f['operating_point']})"
+        for n, f in findings.items()
+    ]
     expect(page.locator("#viewer-findings li")).to_have_text(shown)
     expect(page.locator("#heatmap-controls")).to_be_visible()  # the worker drew both models' heat maps
     browser.shot("viewer-open", full_page=False)
