@@ -6,23 +6,13 @@ Consumed only by the forwarding worker (`worker.forwarder`), which loads no mode
 from __future__ import annotations
 
 from celery import shared_task
-from sqlalchemy.exc import OperationalError
 
 from broker import HL7_TASK
-from dicomio.forward import ForwardError
 from worker import process
 from worker.outbound import forward_hl7
+from worker.tasks.forward import OUTBOUND_RETRY
 
 
-@shared_task(
-    name=HL7_TASK,
-    autoretry_for=(ForwardError, OperationalError),
-    retry_backoff=5,  # 5, 10, 20 ... s
-    retry_backoff_max=300,
-    retry_jitter=False,
-    max_retries=8,  # about 15 minutes in all, then the failure is logged
-    time_limit=120,
-    ignore_result=True,
-)
+@shared_task(name=HL7_TASK, **OUTBOUND_RETRY)
 def send_hl7(image_id: int, amended: bool = False) -> str:
     return forward_hl7(process.session_factory(), process.settings(), int(image_id), bool(amended))
