@@ -43,7 +43,7 @@ def trust_section(trust: dict | None) -> str:
         cal = m["calibration"]
         rows.append(
             f"| {name} | {m['n']} | {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] "
-            f"| {cal['brier']:.3f} | {cal['ece']:.3f} | {share if border else 'n/a'} |"
+            f"| {cal['brier']:.3f} | {cal['ece']:.3f} | {share} |"
         )
     gaps = [
         line for name, m in models.items() for pair in PAIRS if (line := _gap_line(name, m["subsets"], *pair))
