@@ -39,6 +39,8 @@ def trust_section(trust: dict | None) -> str:
         border = m.get("gradcam_border")
         share = (
             f"{border['mean']:.3f} (median {border['median']:.3f}; >0.5 on {border['share_of_images_over_half']:.0%})"
+            if border
+            else "n/a"
         )
         cal = m["calibration"]
         rows.append(
