@@ -130,8 +130,10 @@ class ValidationScore:
         for i, f in enumerate(self.findings, start=1):
             y = self.labels[disease, i]
             among[f] = float(roc_auc_score(y, p[disease, i])) if 0 < y.sum() < len(y) else float("nan")
-        disease_auc = float(roc_auc_score(self.labels[:, 0], p[:, 0]))
-        findings_mean = float(np.nanmean(list(among.values())))
+        y = self.labels[:, 0]
+        disease_auc = float(roc_auc_score(y, p[:, 0])) if 0 < y.sum() < len(y) else float("nan")
+        measured = [a for a in among.values() if np.isfinite(a)]
+        findings_mean = float(np.mean(measured)) if measured else float("nan")
         return {
             "disease_auc": disease_auc,
             "findings_among_disease_auc": findings_mean,

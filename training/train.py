@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     multitask.add_argument("--source-balance", choices=("none", "sqrt", "full"), default="sqrt")
     multitask.add_argument("--no-border-augment", action="store_true", help="no collimation/marker augmentation")
     multitask.add_argument("--upsampled-weight", type=float, default=0.5, help="loss weight of 64-px images")
+    multitask.add_argument("--init-weights", type=Path, help="fine-tune: start from this weights folder's model")
+    multitask.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.multitask:
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             border=not args.no_border_augment,
             upsampled_weight=args.upsampled_weight,
             limit=args.limit,
+            init_weights=args.init_weights,
+            learning_rate=args.learning_rate,
         )
         print(json.dumps({k: card[k] for k in ("name", "version", "threshold", "validation")}, indent=2))
         return

@@ -20,9 +20,10 @@ from sklearn.metrics import roc_auc_score
 from models.calibration import PlattScaling, logit, youden_threshold
 from models.findings import FINDINGS_FOLDER
 from models.operating_point import threshold_for_specificity
-from models.registry import FEATURES_OUTPUT, input_spec, save_weights
+from models.registry import FEATURES_OUTPUT, input_spec, load_weights, read_card, save_weights
 from training.data import load_arrays, load_or_create_split, load_records, split_report
 from training.multitask import (
+    MIN_POSITIVES,
     STRENGTHS,
     ValidationScore,
     border_augment,
@@ -53,6 +54,9 @@ def train_multitask(
     upsampled_weight: float = 0.5,
     limit: int | None = None,
     cache_dir: Path = Path("var") / "cache",
+    init_weights: Path | None = None,
+    learning_rate: float | None = None,
+    min_positives: int = MIN_POSITIVES,
 ) -> dict:
     import keras
     import tensorflow as tf
@@ -64,7 +68,7 @@ def train_multitask(
     size, channels = input_spec(model_name)
     records = load_records(data_dir)
     assignment = load_or_create_split(split_file, records, seed=seed)
-    findings = head_findings(records)
+    findings = head_findings(records, min_positives)
     train_records = [r for r in records if assignment[r.image] == "train"][:limit]
     val_records = [r for r in records if assignment[r.image] == "validation" and not r.upsampled][:limit]
     x_train, _ = load_arrays(data_dir, train_records, size, channels, cache_dir)
@@ -73,9 +77,10 @@ def train_multitask(
     weights = loss_weights(train_records, y_train, STRENGTHS[source_balance], upsampled_weight)
 
     model, backbone, finding_layer = build_multitask(model_name, findings, (size, size, channels))
-    model.compile(
-        optimizer=keras.optimizers.AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay), loss=weighted_bce
-    )
+    if init_weights is not None:  # fine-tune: start the backbone and disease head from a trained model's weights
+        load_weights(backbone, Path(init_weights) / model_name / "weights.npz")
+    rate = learning_rate or recipe.learning_rate
+    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=recipe.weight_decay), loss=weighted_bce)
     augment = augmentation_layers(recipe.augmentation)
 
     def augment_batch(x, y):
@@ -109,8 +114,9 @@ def train_multitask(
     best = max(history, key=lambda h: h["score"])
 
     raw = np.asarray(model.predict(x_val, batch_size=64, verbose=0))
-    disease_platt = PlattScaling.fit(raw[:, 0], y_val[:, 0])
-    disease_threshold = youden_threshold(disease_platt(raw[:, 0]), y_val[:, 0])
+    both = 0 < y_val[:, 0].sum() < len(y_val)
+    disease_platt = PlattScaling.fit(raw[:, 0], y_val[:, 0]) if both else PlattScaling()
+    disease_threshold = youden_threshold(disease_platt(raw[:, 0]), y_val[:, 0]) if both else 0.5
     weights_path = model_dir / "weights.npz"
     save_weights(backbone, weights_path)
     digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
@@ -135,6 +141,8 @@ def train_multitask(
             "source_balance": source_balance,
             "border_augment": border,
             "upsampled_weight": upsampled_weight,
+            "learning_rate": rate,
+            "init_weights": read_card(model_name, init_weights)["version"] if init_weights else None,
         },
         "seed": seed,
         "data": {
@@ -151,7 +159,11 @@ def train_multitask(
             "stopped_by": "early stopping" if early_stopping.stopped_epoch > 0 else "epochs or time limit",
             "history": history,
         },
-        "validation": {"auc": float(roc_auc_score(y_val[:, 0], raw[:, 0])), "n": len(y_val), "native_only": True},
+        "validation": {
+            "auc": float(roc_auc_score(y_val[:, 0], raw[:, 0])) if both else None,
+            "n": len(y_val),
+            "native_only": True,
+        },
         "weights_sha256": digest,
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -159,9 +171,7 @@ def train_multitask(
     save_finding_heads(
         Path(output_dir), card, finding_layer, findings, raw[:, 1:], y_val[:, 1:], train_records, val_records
     )
-    log.info(
-        "saved %s: validation disease AUC %.3f, best epoch %d", model_dir, card["validation"]["auc"], best["epoch"]
-    )
+    log.info("saved %s: validation disease AUC %s, best epoch %d", model_dir, card["validation"]["auc"], best["epoch"])
     return card
 
 

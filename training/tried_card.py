@@ -1,6 +1,7 @@
 """The model cards' "What we tried" section, from the JSON the model checks write into the weights folder:
-`source_probe.json` (`python -m training.source_probe --output ...`) and `upsampled_check.json`
-(`python -m training.upsampled_check --output ...`). Either may be missing; the section says only what was measured.
+`source_probe.json` (`python -m training.source_probe --output ...`), `upsampled_check.json`
+(`python -m training.upsampled_check --output ...`) and `multitask_trial.json`
+(`python -m training.multitask_trial`). Any may be missing; the section says only what was measured.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from training.multitask_trial import TRIAL_JSON, trial_text
 from training.source_probe import DISEASE_ONLY, SCOPES, probe_table
 from training.upsampled_check import comparison_table
 
@@ -22,9 +24,16 @@ def read_check(weights_dir: Path, file_name: str) -> dict | None:
 
 def tried_section(name: str, weights_dir: Path) -> str:
     probe, check = read_check(weights_dir, SOURCE_PROBE_JSON), read_check(weights_dir, UPSAMPLED_CHECK_JSON)
-    if not probe and not check:
+    multitask = read_check(weights_dir, TRIAL_JSON)
+    multitask = multitask if multitask and multitask["model"] == name else None
+    if not probe and not check and not multitask:
         return ""
-    return "\n## What we tried\n" + (probe_text(name, probe) if probe else "") + (check_text(check) if check else "")
+    return (
+        "\n## What we tried\n"
+        + (probe_text(name, probe) if probe else "")
+        + (check_text(check) if check else "")
+        + (trial_text(multitask) if multitask else "")
+    )
 
 
 def probe_text(name: str, probe: dict) -> str:

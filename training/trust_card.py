@@ -39,11 +39,13 @@ def trust_section(trust: dict | None) -> str:
         border = m.get("gradcam_border")
         share = (
             f"{border['mean']:.3f} (median {border['median']:.3f}; >0.5 on {border['share_of_images_over_half']:.0%})"
+            if border
+            else "n/a"
         )
         cal = m["calibration"]
         rows.append(
             f"| {name} | {m['n']} | {m['auc']:.3f} [{m['auc_ci95'][0]:.3f}, {m['auc_ci95'][1]:.3f}] "
-            f"| {cal['brier']:.3f} | {cal['ece']:.3f} | {share if border else 'n/a'} |"
+            f"| {cal['brier']:.3f} | {cal['ece']:.3f} | {share} |"
         )
     gaps = [
         line for name, m in models.items() for pair in PAIRS if (line := _gap_line(name, m["subsets"], *pair))
