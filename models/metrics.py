@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -32,8 +33,19 @@ def bootstrap_ci(
     return [float(low), float(high)]
 
 
+def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic (ties count half): equal to roc_auc_score, without its input
+    checks, which cost more than the statistic in a bootstrap of thousands of resamples."""
+    positive = labels == 1
+    n_positive = int(positive.sum())
+    n_negative = len(labels) - n_positive
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+
+
 def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
-    ci = bootstrap_ci(labels, lambda idx: roc_auc_score(labels[idx], scores[idx]), rounds, seed)
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    ci = bootstrap_ci(labels, lambda idx: rank_auc(labels[idx], scores[idx]), rounds, seed)
     return ci or [float("nan"), float("nan")]
 
 

@@ -162,3 +162,15 @@ def test_border_augmentation_only_touches_the_outer_band() -> None:
     inner = ~band_mask(64, BORDER_FRACTION)
     assert np.all(out[:, inner, 0] == 0.5)
     assert (out[:, band_mask(64, BORDER_FRACTION), 0] != 0.5).any(axis=1).mean() > 0.3  # most images changed
+
+
+def test_the_bootstraps_rank_auc_is_scikit_learns_auc() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from models.metrics import rank_auc
+
+    rng = np.random.default_rng(7)
+    for size in (4, 17, 250):
+        labels = np.r_[0, 1, rng.integers(0, 2, size - 2)]
+        scores = np.round(rng.random(size), 2)  # with ties
+        assert rank_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
