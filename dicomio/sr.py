@@ -18,7 +18,7 @@ import io
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import highdicom as hd
 from highdicom.sr import (
@@ -157,7 +157,7 @@ def ordered_results(predictions: Iterable[Any]) -> list[ModelResult]:
     return [ModelResult(p.model_name, p.model_version, p.probability, p.label, p.threshold) for p in ordered]
 
 
-def image_report(stored: Path, predictions: Iterable[Any]) -> Dataset | None:
+def image_report(stored: Path | BinaryIO, predictions: Iterable[Any]) -> Dataset | None:
     """The SR of a stored DICOM image (the de-identified copy unless RADBATCH_DEIDENTIFY=false) and its prediction
     rows, ready to send or save; None without predictions. FileNotFoundError when the file is gone, DicomError when
     it cannot be read or lacks what a report needs."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import io
 import logging
@@ -12,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +22,7 @@ from db.text import clean_text
 from dicomio.uids import uid_problem
 from models.preprocess import ACCEPTED, ImageDecodeError
 from settings import Settings
+from storage import names, storage_for
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
@@ -128,7 +128,7 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
     image.notes = join_notes(prepared.notes)
     stored_name = uuid.uuid4().hex + prepared.extension
     stored = data if prepared.stored_bytes is None else prepared.stored_bytes
-    _write_atomically(io.BytesIO(stored), settings.upload_dir / stored_name)
+    storage_for(settings).put(names.upload(stored_name), io.BytesIO(stored))
     image.sha256 = hashlib.sha256(data).hexdigest()
     image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
@@ -144,41 +144,20 @@ def _uid_refusal(columns: dict) -> str | None:
     return None
 
 
-def _write_atomically(stream: IO[bytes], target: Path) -> str:
-    """Copy to a temporary name, then rename: a half-written file never carries a stored name.
-
-    Returns the SHA-256 of what was written (clients resume an upload by it).
-    """
-    partial = target.with_name(f".{target.name}.part")
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            for block in iter(functools.partial(stream.read, 1024 * 1024), b""):
-                digest.update(block)
-                out.write(block)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return digest.hexdigest()
-
-
-def discard_stored(images: list[Image], upload_dir: Path) -> None:
+def discard_stored(images: list[Image], settings: Settings) -> None:
     """Delete the stored files of `images`: their rows were never committed, so nothing refers to them."""
-    for image in images:
-        if image.stored_name:
-            (upload_dir / image.stored_name).unlink(missing_ok=True)
+    storage_for(settings).delete_all(names.upload(image.stored_name) for image in images if image.stored_name)
 
 
 @contextmanager
-def discarded_unless_committed(session: Session, images: list[Image], upload_dir: Path) -> Iterator[None]:
+def discarded_unless_committed(session: Session, images: list[Image], settings: Settings) -> Iterator[None]:
     """Around the caller's commit of `images`' rows: if anything in the block fails, roll back and delete their
     stored files (`discard_stored`), then re-raise."""
     try:
         yield
     except BaseException:
         session.rollback()
-        discard_stored(images, upload_dir)
+        discard_stored(images, settings)
         raise
 
 
@@ -188,7 +167,6 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
     If anything fails, the files already stored for this call are deleted again; a full disk raises StorageFull.
     The caller commits inside `discarded_unless_committed`, which deletes them again if that commit fails.
     """
-    settings.upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     max_bytes = settings.max_file_mb * 2**20
     images: list[Image] = []
     try:
@@ -199,7 +177,7 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
         session.add_all(images)
         session.flush()
     except BaseException as error:
-        discard_stored(images, settings.upload_dir)
+        discard_stored(images, settings)
         if isinstance(error, OSError) and error.errno in _DISK_FULL:
             logger.error("job %s: upload folder full, %d files of this request discarded", job_id, len(images))
             raise StorageFull(error.errno, f"the server's upload disk is full ({error.strerror})") from error

@@ -8,15 +8,14 @@ reduced input instead of from the full-size picture.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -26,6 +25,7 @@ from formats import read_upload
 from models.preprocess import ImageDecodeError, crop_padding, preprocess
 from models.registry import LoadedModel
 from settings import Settings
+from storage import Storage, names, storage_for
 from worker import metrics
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,11 @@ def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage
     return picture
 
 
-def write_thumbnail(thumbnail: PILImage.Image, path: Path) -> None:
-    """Save a thumbnail as PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            thumbnail.save(handle, format="PNG", compress_level=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_thumbnail(thumbnail: PILImage.Image, store: Storage, name: str) -> None:
+    """Save a thumbnail (or any picture) as PNG under `name` in the store, atomically."""
+    out = io.BytesIO()
+    thumbnail.save(out, format="PNG", compress_level=1)
+    store.put_bytes(name, out.getvalue())
 
 
 def read_file(image_id: int, stored_name: str | None, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:
@@ -89,9 +83,9 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
         raise ImageDecodeError("the upload was not stored, so there is nothing to read")
     started = time.perf_counter()
     try:
-        data = (settings.upload_dir / stored_name).read_bytes()
+        data = storage_for(settings).read(names.upload(stored_name))
     except FileNotFoundError:
-        raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
+        raise ImageDecodeError("the uploaded file is missing from the server's store") from None
     read = time.perf_counter()
     upload = read_upload(data, max((model.input_size for model in models.values()), default=0))
     decoded = time.perf_counter()
@@ -104,7 +98,7 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
     preprocessed = time.perf_counter()
     plane = max(by_spec.values(), key=len)[..., 0]
     thumbnail = thumbnail_from_input(plane, upload.image.width, upload.image.height)
-    write_thumbnail(thumbnail, settings.thumbnail_dir / f"{image_id}.png")
+    write_thumbnail(thumbnail, storage_for(settings), names.thumbnail(image_id))
     for stage, seconds in zip(
         metrics.IMAGE_STAGES,
         (read - started, decoded - read, preprocessed - decoded, time.perf_counter() - preprocessed),
