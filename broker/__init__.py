@@ -4,7 +4,17 @@ Task name, queue, the Celery client, `send_batches` and the workers' readiness h
 TensorFlow, `worker` or `web`; both of them import this.
 """
 
-from broker.app import FORWARD_QUEUE, FORWARD_TASK, NOTIFY_QUEUE, NOTIFY_TASK, PREDICT_TASK, QUEUE, make_celery
+from broker.app import (
+    FORWARD_QUEUE,
+    FORWARD_TASK,
+    LANES,
+    NOTIFY_QUEUE,
+    NOTIFY_TASK,
+    PREDICT_TASK,
+    QUEUE,
+    WORKER_QUEUES,
+    make_celery,
+)
 from broker.forward import send_forwards
 from broker.notify import send_notifications
 from broker.sending import BrokerUnavailable, send_batches
@@ -15,7 +25,9 @@ __all__ = [
     "NOTIFY_QUEUE",
     "NOTIFY_TASK",
     "PREDICT_TASK",
+    "LANES",
     "QUEUE",
+    "WORKER_QUEUES",
     "BrokerUnavailable",
     "make_celery",
     "send_batches",
