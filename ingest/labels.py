@@ -70,8 +70,11 @@ def read_csv(data: bytes) -> tuple[Columns, list[dict[str, str]]]:
     if not text.strip():
         raise LabelFileError("the labels file is empty; send a CSV with a header line 'path,label'")
     for delimiter in _delimiters(text):
-        reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-        headers = [h for h in (reader.fieldnames or []) if h is not None]
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            headers = [h for h in (reader.fieldnames or []) if h is not None]
+        except csv.Error as error:
+            raise LabelFileError(f"the labels CSV is malformed in its header line: {error}") from None
         by_key = {h.strip().lower(): h for h in headers}
         if "path" in by_key and "label" in by_key:
             break
