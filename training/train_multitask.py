@@ -109,7 +109,7 @@ def train_multitask(
         callbacks.append(TimeBudget(max_minutes * 60))
     max_epochs = epochs or recipe.max_epochs
     started = time.perf_counter()
-    model.fit(train_data, epochs=max_epochs, callbacks=callbacks, verbose=0)
+    model.fit(train_data, epochs=max_epochs, callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles
     seconds = time.perf_counter() - started
     best = max(history, key=lambda h: h["score"])
 
