@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +28,7 @@ from models.findings import FINDINGS_FOLDER
 from models.metrics import bootstrap_auc_ci
 from models.registry import ENSEMBLE_MEMBERS, FEATURES_OUTPUT, WEIGHTS_DIR, read_card
 from training.data import Record, load_or_create_split, load_records
-from training.findings_card import render_findings_card
+from training.findings_card import render_findings_card, write_findings_card
 from training.source_probe import model_features
 from training.train import DEFAULT_SPLIT
 
@@ -194,8 +193,7 @@ def train_findings(
         "heads_sha256": digest,
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "card.md").write_text(render_findings_card(card))
+    write_findings_card(folder, card)
     return card
 
 

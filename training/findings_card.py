@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 
 def _interval(metrics: dict) -> str:
     if metrics.get("auc") is None:
@@ -130,3 +133,9 @@ Not a medical device. NIH's finding labels were mined from reports by NLP and ar
 finding are few (see the table), so the intervals are wide. The features were trained for disease vs
 healthy, not for the findings, and the images are 128 px: small findings (Nodule, Mass) suffer most.
 """
+
+
+def write_findings_card(folder: Path, card: dict) -> None:
+    """The finding heads' card, as card.json and as the card.md rendered from it."""
+    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (folder / "card.md").write_text(render_findings_card(card))

@@ -26,7 +26,7 @@ from models.findings import FINDINGS_FOLDER, VALIDATION_RULE, FindingHeads
 from models.operating_point import threshold_for_specificity
 from models.registry import WEIGHTS_DIR
 from training.data import Record, load_or_create_split, load_records
-from training.findings_card import render_findings_card
+from training.findings_card import write_findings_card
 from training.train import DEFAULT_SPLIT
 from training.trust import finding_metrics
 
@@ -102,8 +102,7 @@ def validate_findings(
         },
         heads_sha256=hashlib.sha256((folder / "heads.npz").read_bytes()).hexdigest(),
     )
-    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "card.md").write_text(render_findings_card(card))
+    write_findings_card(folder, card)
     return card
 
 
