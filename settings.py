@@ -83,6 +83,8 @@ class Settings:
     prevalence: float | None = None  # expected disease rate at this site (0-1); unset: the training data's (no shift)
     # show findings that failed validation (models.findings), labelled "not validated"; off: stored but shown nowhere
     show_unvalidated_findings: bool = False
+    storage_url: str = ""  # where files are kept: empty, the folders under $RADBATCH_HOME; s3://bucket/prefix: S3
+    s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, ...); empty: AWS. Credentials: the AWS variables
 
     def __post_init__(self) -> None:
         home = Path(self.home).resolve()

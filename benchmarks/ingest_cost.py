@@ -23,8 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import corpus as corpora
-from ingest.files import Incoming, _write_atomically, store_file
+from ingest.files import Incoming, store_file
 from settings import Settings
+from storage import names, storage_for
 
 
 def _timed(step: Callable[[bytes, int], object], blobs: list[bytes]) -> tuple[float, float]:
@@ -36,13 +37,16 @@ def _timed(step: Callable[[bytes, int], object], blobs: list[bytes]) -> tuple[fl
     return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.process_time() - cpu) / n
 
 
-def steps(settings: Settings, name: str) -> dict[str, Callable[[bytes, int], object]]:
+def steps(name: str, home: Path) -> dict[str, Callable[[bytes, int], object]]:
+    """The steps to time, each storing into a fresh local store under `home`."""
+    settings = Settings(home=home, secret_key="benchmark")
+    storage_for(settings).prepare()
     max_bytes = settings.max_file_mb * 2**20
     plain = replace(settings, deidentify=False)
     suffix = ".dcm" if name == "dicom" else ".png"
 
     def copy(data: bytes, number: int) -> None:
-        _write_atomically(io.BytesIO(data), settings.upload_dir / f"copy-{number}{suffix}")
+        storage_for(settings).put(names.upload(f"copy-{number}{suffix}"), io.BytesIO(data))
 
     def store(config: Settings) -> Callable[[bytes, int], object]:
         return lambda data, number: store_file(Incoming(f"f{number}{suffix}", io.BytesIO(data)), 1, config, max_bytes)
@@ -56,14 +60,10 @@ def steps(settings: Settings, name: str) -> dict[str, Callable[[bytes, int], obj
 def measure(name: str, n: int, rounds: int, workdir: Path) -> dict[str, tuple[float, float]]:
     files = corpora.build(name, n, workdir / "corpus" / name)
     blobs = [path.read_bytes() for path in files.paths]
-    settings = Settings(home=workdir / "home", secret_key="benchmark")
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, list[tuple[float, float]]] = {}
-    for _ in range(rounds):
-        for label, step in steps(settings, name).items():
+    for round_number in range(rounds):
+        for label, step in steps(name, workdir / f"home-{round_number}").items():
             timings.setdefault(label, []).append(_timed(step, blobs))
-            for stored in settings.upload_dir.iterdir():
-                stored.unlink()
     return {
         label: (statistics.median(w for w, _ in found), statistics.median(c for _, c in found))
         for label, found in timings.items()

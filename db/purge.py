@@ -1,9 +1,8 @@
-"""Purge a job: its rows and every file its images have under $RADBATCH_HOME.
+"""Purge a job: its rows and every file its images have in the store.
 
-The naming rule for files derived from an image: `$RADBATCH_HOME/<folder>/<image id>.<ext>` or
-`<image id>-<anything>.<ext>`, for each folder in IMAGE_FILE_FOLDERS (thumbnails/12.png, heatmaps/12-cnn.png,
-sr/12.dcm, ...). A new kind of per-image file only has to follow the rule and add its folder there. The
-uploaded file itself is `uploads/<stored_name>`. Rows go by the database's ON DELETE CASCADE from `jobs`.
+Files are deleted by name: the upload by its stored name and the derived files by `storage.names.derived`
+(a new kind of per-image file is added there). No folder is listed, so a purge costs the same whatever else
+the store holds. Rows go by the database's ON DELETE CASCADE from `jobs`.
 
 A batch already running when its job is purged may still write a thumbnail or a heat map afterwards, so a
 purge of a recently active job also leaves `deferred_deletions` rows: the worker's housekeeping deletes
@@ -13,7 +12,6 @@ those images' files again once no task could still be writing them.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,10 +20,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db.models import Base, Image, Job, utcnow
 from settings import Settings
+from storage import names, storage_for
 
 log = logging.getLogger(__name__)
 
-IMAGE_FILE_FOLDERS = ("thumbnails", "heatmaps", "sr")
 _CHUNK = 1000
 
 
@@ -46,36 +44,13 @@ class Purged:
     files: int
 
 
-def image_id_of(file_name: str) -> int | None:
-    """The image id a per-image file belongs to by the naming rule, or None for any other file."""
-    head = file_name.split(".", 1)[0].split("-", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
 def delete_image_files(settings: Settings, image_ids: set[int], stored_names: list[str]) -> int:
-    """Delete the uploads and every per-image file of these images; returns how many files went."""
-    removed = 0
-    for name in stored_names:
-        try:
-            (settings.upload_dir / name).unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
-    if not image_ids:
-        return removed
-    for folder in IMAGE_FILE_FOLDERS:
-        try:
-            entries = list(os.scandir(settings.home / folder))
-        except FileNotFoundError:
-            continue
-        for entry in entries:  # one pass per folder, whatever the number of images
-            if image_id_of(entry.name) in image_ids and entry.is_file(follow_symlinks=False):
-                try:
-                    os.unlink(entry.path)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
+    """Delete the uploads and every derived file of these images, by name (no folder is listed); returns how
+    many files went."""
+    store = storage_for(settings)
+    targets = [names.upload(name) for name in stored_names]
+    targets += [name for image_id in sorted(image_ids) for name in names.derived(image_id)]
+    return store.delete_all(targets)
 
 
 def purge_job(session: Session, settings: Settings, job_id: int, recheck_at: datetime | None = None) -> Purged | None:

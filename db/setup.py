@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.session import database_session
 from db.users import add_token, create_user, ensure_admin, set_password, user_by_name
 from settings import REDIS_PASSWORD_FILE, SECRET_KEY_FILE, Settings
+from storage import storage_for
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ def private_dir(path: Path) -> None:
 
 
 def make_dirs(settings: Settings) -> None:
-    """$RADBATCH_HOME and its folders, mode 0700: uploads, thumbnails and heat maps are patient images."""
-    for path in (settings.home, settings.upload_dir, settings.thumbnail_dir, settings.heatmap_dir, settings.log_dir):
+    """$RADBATCH_HOME and its folders, mode 0700, and the file store's (the local one's hold patient images)."""
+    for path in (settings.home, settings.log_dir):
         private_dir(path)
+    storage_for(settings).prepare()
 
 
 def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:

@@ -16,6 +16,7 @@ pylibjpeg-openjpeg.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -152,10 +154,11 @@ def _checked(ds: Dataset) -> Dataset:
     return ds
 
 
-def read_header(path: str | Path) -> Dataset:
-    """A stored file's data set without its pixel data (what an SR repeats), its transfer syntax filled in.
-    FileNotFoundError when the file is gone; DicomError when it cannot be read."""
-    with open(path, "rb") as handle, _corrupt("unreadable DICOM file"):
+def read_header(path: str | Path | BinaryIO) -> Dataset:
+    """A stored file's data set without its pixel data (what an SR repeats), its transfer syntax filled in; from
+    a path or an open binary stream. FileNotFoundError when the file is gone; DicomError when it cannot be read."""
+    opened = open(path, "rb") if isinstance(path, (str, Path)) else contextlib.nullcontext(path)
+    with opened as handle, _corrupt("unreadable DICOM file"):
         ds = pydicom.dcmread(handle, force=True, stop_before_pixels=True)
         _fill_transfer_syntax(ds)
     return ds

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from highdicom.sr import (
     AlgorithmIdentification,
@@ -260,7 +260,7 @@ def checked(build: Any, *args: Any) -> Dataset:
         raise DicomError("incomplete", message[:300]) from None
 
 
-def image_report(stored: Path, predictions: Iterable[Any], notes: Sequence[str] = ()) -> Dataset | None:
+def image_report(stored: Path | BinaryIO, predictions: Iterable[Any], notes: Sequence[str] = ()) -> Dataset | None:
     """The SR of a stored DICOM image (the de-identified copy unless RADBATCH_DEIDENTIFY=false) and its prediction
     rows, ready to send or save; None without predictions. FileNotFoundError when the file is gone, DicomError when
     it cannot be read or lacks what a report needs."""

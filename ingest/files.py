@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import logging
 import os
@@ -11,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 from sqlalchemy.orm import Session
@@ -22,6 +21,7 @@ from db.text import clean_text
 from dicomio.uids import uid_problem
 from models.preprocess import ACCEPTED, ImageDecodeError
 from settings import Settings
+from storage import names, storage_for
 
 logger = logging.getLogger(__name__)
 _MAX_PATH = 1024
@@ -111,9 +111,9 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
 
     `sha256` is of the bytes received, so a client resuming an upload finds the file it sent.
     """
-    target = settings.upload_dir / (uuid.uuid4().hex + fmt.stored_extension)
+    stored_name = uuid.uuid4().hex + fmt.stored_extension
     if fmt.prepare is None:
-        image.sha256 = _write_atomically(incoming.stream, target)
+        image.sha256 = storage_for(settings).put(names.upload(stored_name), incoming.stream).sha256
     else:
         data = incoming.stream.read()
         try:
@@ -130,10 +130,9 @@ def _store(image: Image, incoming: Incoming, fmt: formats.Format, settings: Sett
             return image
         image.set_columns(prepared.columns)
         image.notes = join_notes(prepared.notes)
-        with _atomic_file(target) as out:
-            out.write(prepared.stored_bytes)
+        storage_for(settings).put_bytes(names.upload(stored_name), prepared.stored_bytes)
         image.sha256 = hashlib.sha256(data).hexdigest()
-    image.stored_name, image.status = target.name, ImageStatus.pending
+    image.stored_name, image.status = stored_name, ImageStatus.pending
     return image
 
 
@@ -147,46 +146,20 @@ def _uid_refusal(columns: dict) -> str | None:
     return None
 
 
-@contextmanager
-def _atomic_file(target: Path) -> Iterator[IO[bytes]]:
-    """A new file that appears at `target` only once it is whole: written under a temporary name, then renamed."""
-    partial = target.with_name(f".{target.name}.part")
-    try:
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            yield out
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def _write_atomically(stream: IO[bytes], target: Path) -> str:
-    """Copy `stream` to `target` through `_atomic_file`; returns the SHA-256 of what was written (clients resume
-    an upload by it)."""
-    digest = hashlib.sha256()
-    with _atomic_file(target) as out:
-        for block in iter(functools.partial(stream.read, 1024 * 1024), b""):
-            digest.update(block)
-            out.write(block)
-    return digest.hexdigest()
-
-
-def discard_stored(images: list[Image], upload_dir: Path) -> None:
+def discard_stored(images: list[Image], settings: Settings) -> None:
     """Delete the stored files of `images`: their rows were never committed, so nothing refers to them."""
-    for image in images:
-        if image.stored_name:
-            (upload_dir / image.stored_name).unlink(missing_ok=True)
+    storage_for(settings).delete_all(names.upload(image.stored_name) for image in images if image.stored_name)
 
 
 @contextmanager
-def discarded_unless_committed(session: Session, images: list[Image], upload_dir: Path) -> Iterator[None]:
+def discarded_unless_committed(session: Session, images: list[Image], settings: Settings) -> Iterator[None]:
     """Around the caller's commit of `images`' rows: if anything in the block fails, roll back and delete their
     stored files (`discard_stored`), then re-raise."""
     try:
         yield
     except BaseException:
         session.rollback()
-        discard_stored(images, upload_dir)
+        discard_stored(images, settings)
         raise
 
 
@@ -196,7 +169,6 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
     If anything fails, the files already stored for this call are deleted again; a full disk raises StorageFull.
     The caller commits inside `discarded_unless_committed`, which deletes them again if that commit fails.
     """
-    settings.upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     max_bytes = settings.max_file_mb * 2**20
     images: list[Image] = []
     try:
@@ -207,7 +179,7 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
         session.add_all(images)
         session.flush()
     except BaseException as error:
-        discard_stored(images, settings.upload_dir)
+        discard_stored(images, settings)
         if isinstance(error, OSError) and error.errno in _DISK_FULL:
             logger.error("job %s: upload folder full, %d files of this request discarded", job_id, len(images))
             raise StorageFull(error.errno, f"the server's upload disk is full ({error.strerror})") from error

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Image, Job, join_notes, split_notes
 from dicomio.uids import pixel_bytes
+from settings import Settings
+from storage import names, storage_for
 
 
 def instance_path(study_uid: str, sop_instance_uid: str, copy: int = 1) -> str:
@@ -60,10 +61,10 @@ def note_namesake(image: Image, first_id: int, first_pixels: bytes | None, data:
     image.notes = join_notes(split_notes(image.notes) + [f"same SOP Instance UID as image {first_id}, {what}"])
 
 
-def stored_pixels(upload_dir: Path, held: Held) -> bytes | None:
+def stored_pixels(settings: Settings, held: Held) -> bytes | None:
     if not held.stored_name:
         return None
     try:
-        return pixel_bytes((upload_dir / held.stored_name).read_bytes())
+        return pixel_bytes(storage_for(settings).read(names.upload(held.stored_name)))
     except OSError:
         return None

@@ -75,13 +75,13 @@ def _store(
         return Outcome(SUCCESS, image_id=same.image_id, duplicate=True)
     path = instance_path(study, sop_instance, copy=len(held) + 1)
     images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data), parsed=parsed)], settings)
-    with discarded_unless_committed(session, images, settings.upload_dir):
+    with discarded_unless_committed(session, images, settings):
         if held and images:
-            note_namesake(images[0], held[0].image_id, stored_pixels(settings.upload_dir, held[0]), data)
+            note_namesake(images[0], held[0].image_id, stored_pixels(settings, held[0]), data)
             logger.warning(
                 "job %d: image %d reuses the SOP Instance UID of image %d", job_id, images[0].id, held[0].image_id
             )
-        sync_stored(images, settings.upload_dir)
+        sync_stored(images, settings)
         refresh_job(session, job_id)
         session.commit()
     if not images:  # ingest keeps no row for a DICOMDIR: an index of files, not an image

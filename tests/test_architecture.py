@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ PACKAGES = (
     "benchmarks",
     "cli",
     "interop",
+    "storage",
 )
 TENSORFLOW = ("tensorflow", "keras")
 
@@ -49,6 +51,8 @@ FORBIDDEN = {
     # Results out to clinical systems (FHIR, HL7 v2), built from plain study summaries.
     "interop": ("db", "web", "worker", "ingest", "broker", "training", "listener", "formats", *TENSORFLOW),
     # The command-line client talks HTTP only: it installs and runs without any server part.
+    # The file store takes stored names, never rows: it serves db (purge) and everything above it.
+    "storage": ("db", "web", "worker", "ingest", "broker", "training", "listener", "models", *TENSORFLOW),
     "cli": ("web", "worker", "db", "models", "training", "broker", "ingest", "deploy", "settings", *TENSORFLOW),
 }
 
@@ -210,3 +214,27 @@ def test_reading_the_settings_writes_nothing(tmp_path: Path) -> None:
     (home / "secret_key").write_text("kept\n")
     os.chmod(home / "secret_key", 0o600)
     assert Settings(home=home).secret_key == "kept"
+
+
+STORED_FOLDERS = re.compile(r"\b(upload_dir|thumbnail_dir|heatmap_dir)\b|[\"'](uploads|thumbnails|heatmaps)/")
+
+
+def test_only_storage_knows_where_files_are_kept() -> None:
+    """Nothing but `storage` (and settings, which names the local folders) builds a path to an upload, a
+    thumbnail or a heat map: every reader and writer goes through the store, so S3 works everywhere."""
+    offences = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for package in PACKAGES
+        if package != "storage"
+        for path in source_files(package)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if STORED_FOLDERS.search(line)
+    ]
+    assert not offences, offences
+
+
+def test_purge_knows_every_model_that_draws_heat_maps() -> None:
+    from models.registry import MODEL_NAMES
+    from storage.names import HEATMAP_MODELS
+
+    assert set(MODEL_NAMES) <= set(HEATMAP_MODELS)

@@ -21,7 +21,7 @@ from db.webhooks import JobWebhook
 from tests.sitetools_helpers import create_job, image_ids, predict
 from worker.housekeeping import LOCK_KEY, housekeeping, run_housekeeping
 
-PER_IMAGE = ("thumbnails/{id}.png", "heatmaps/{id}-cnn.png", "heatmaps/{id}-unet.png", "sr/{id}.dcm")
+PER_IMAGE = ("thumbnails/{id}.png", "heatmaps/{id}-cnn.png", "heatmaps/{id}-unet.png")
 
 
 def _derived_files(settings, ids) -> list:
@@ -71,7 +71,7 @@ def test_purge_removes_files_and_rows_and_leaves_an_audit_row(web_client, web_to
     assert web_client.delete(f"/api/v1/jobs/{job_id}?purge=true", headers=web_token("bob")).status_code == 404
     response = web_client.delete(f"/api/v1/jobs/{job_id}?purge=true", headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json() == {"id": job_id, "purged": True, "images": 3, "files": 15, "cancelled_first": False}
+    assert response.get_json() == {"id": job_id, "purged": True, "images": 3, "files": 12, "cancelled_first": False}
     assert not any(path.exists() for path in doomed)
     assert all(path.exists() for path in survivors)
     assert len(list(web_settings.upload_dir.iterdir())) == 1  # the other job's upload
@@ -84,7 +84,7 @@ def test_purge_removes_files_and_rows_and_leaves_an_audit_row(web_client, web_to
         assert [e.action for e in events] == ["job.create", "labels.upload", "job.purge"]
         assert events[-1].username == "alice" and events[-1].detail == {
             "images": 3,
-            "files": 15,
+            "files": 12,
             "cancelled_first": False,
         }
     assert web_client.get(f"/api/v1/jobs/{job_id}", headers=headers).status_code == 404
@@ -144,11 +144,11 @@ def test_retention_purges_only_jobs_finished_longer_ago(web_client, web_token, w
     done = run_housekeeping(replace(web_settings, retention_days=30), app)
     assert sorted(done["purged"]) == sorted([old, old_cancelled])
     assert [_rows(web_db, job)["jobs"] for job in (old, recent, running, old_cancelled)] == [0, 1, 1, 0]
-    assert [path.exists() for path in thumbnails] == [False] * 4 + [True] * 4
+    assert [path.exists() for path in thumbnails] == [False] * 3 + [True] * 3
     with session_scope(web_db) as session:
         event = session.scalar(select(AuditEvent).where(AuditEvent.job_id == old, AuditEvent.action == "job.purge"))
         assert (event.username, event.user_id, event.ip) == ("system", None, None)
-        assert event.detail == {"images": 1, "files": 5, "retention_days": 30}
+        assert event.detail == {"images": 1, "files": 4, "retention_days": 30}
 
 
 def test_housekeeping_sends_due_webhooks_and_never_raises(web_client, web_token, web_settings, web_db, web_redis):

@@ -13,7 +13,6 @@ rather than duplicates it at the destination.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -35,6 +34,7 @@ from dicomio.sr import (
     ordered_results,
 )
 from settings import Settings
+from storage import Storage, names, storage_for
 
 log = logging.getLogger(__name__)
 WAITING = "waiting for the rest of the study"
@@ -61,22 +61,18 @@ def finished_study(session: Session, image_id: int) -> list[Image] | str | None:
     return [i for i in images if i.status == ImageStatus.done and (i.stored_name or "").endswith(".dcm")]
 
 
-def study_sr(session: Session, image_id: int, upload_dir: Path) -> Dataset | str | None:
+def study_sr(session: Session, image_id: int, store: Storage) -> Dataset | str | None:
     """The SR of the study of a predicted DICOM image, within its job (or WAITING, or None: `finished_study`);
     None too when the stored files are gone or unreadable."""
     done = finished_study(session, image_id)
     if done is None or done == WAITING:
         return done
     try:
-        evidence = [
-            ImageEvidence(
-                read_header(upload_dir / i.stored_name),
-                ordered_results(i.predictions),
-                split_notes(i.notes),
-                is_frontal(i),
-            )
-            for i in done
-        ]
+        evidence = []
+        for i in done:
+            with store.open(names.upload(i.stored_name)) as stored:
+                header = read_header(stored)
+            evidence.append(ImageEvidence(header, ordered_results(i.predictions), split_notes(i.notes), is_frontal(i)))
         return checked(build_study_sr, evidence, study_result(session, done), MANUFACTURER, review_texts(session, done))
     except (FileNotFoundError, DicomError) as error:
         log.warning("image %d: no SR forwarded: %s", image_id, error)
@@ -113,7 +109,7 @@ def forward_image(sessions: sessionmaker[Session], settings: Settings, image_id:
     """Send the SR of the image's study; returns what happened; raises ForwardError if the destination refuses it."""
     destination = parse_destination(settings.dicom_forward)
     with sessions() as session:
-        sr = study_sr(session, image_id, settings.upload_dir)
+        sr = study_sr(session, image_id, storage_for(settings))
     if sr is None:
         return "nothing to forward"
     if sr == WAITING:

@@ -4,6 +4,7 @@ diagnosis" (dicomio/heatmap_sc.py), sent after the study's SR by the same forwar
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 
@@ -20,8 +21,8 @@ from formats import read_upload
 from models.gradcam import HEADS
 from models.preprocess import ImageDecodeError, to_gray
 from settings import Settings
+from storage import names, storage_for
 from worker.forwarding import WAITING, finished_study
-from worker.heatmaps import heatmap_path
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,21 @@ def heatmap_datasets(session: Session, settings: Settings, image_id: int) -> Ite
 
 
 def _of_image(settings: Settings, image: Image) -> Iterator[Dataset]:
+    store = storage_for(settings)
     versions = {p.model_name: p.model_version for p in image.predictions}
-    maps = [(model, heatmap_path(settings, image.id, model)) for model in HEADS if model in versions]
-    maps = [(model, path) for model, path in maps if path.is_file()]
+    maps = [(model, names.heatmap(image.id, model)) for model in HEADS if model in versions]
+    maps = [(model, name) for model, name in maps if store.exists(name)]
     if not maps:
         return
-    stored = settings.upload_dir / image.stored_name
     try:
-        header = read_header(stored)
-        gray = np.rint(to_gray(read_upload(stored.read_bytes(), target_size=MAX_SIDE).image) * 255).astype(np.uint8)
+        data = store.read(names.upload(image.stored_name))
+        header = read_header(io.BytesIO(data))
+        gray = np.rint(to_gray(read_upload(data, target_size=MAX_SIDE).image) * 255).astype(np.uint8)
     except (FileNotFoundError, DicomError, ImageDecodeError, OSError) as error:
         log.warning("image %d: no heat map forwarded: %s", image.id, error)
         return
-    for model, path in maps:
-        with PILImage.open(path) as heat:
+    for model, name in maps:
+        with PILImage.open(io.BytesIO(store.read(name))) as heat:
             sc = heatmap_sc(header, overlay(gray, heat), model, versions[model])
         if sc is None:
             log.info("image %d: no heat map forwarded: its orientation is unknown", image.id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -24,6 +23,7 @@ from models import gradcam
 from models.preprocess import crop_padding
 from models.registry import LoadedModel
 from settings import Settings
+from storage import Storage, names, storage_for
 from worker.reading import Decoded, decode_pool
 from worker.reading import write_thumbnail as write_png
 from worker.scoring import ModelOutputs
@@ -31,10 +31,6 @@ from worker.scoring import ModelOutputs
 log = logging.getLogger(__name__)
 
 COLOUR_MAP = "turbo"
-
-
-def heatmap_path(settings: Settings, image_id: int, model: str) -> Path:
-    return settings.heatmap_dir / f"{image_id}-{model}.png"
 
 
 OPACITY = bytes(range(256))  # the tRNS chunk: value v is v/255 opaque
@@ -60,12 +56,12 @@ def render(square: np.ndarray, width: int, height: int) -> PILImage.Image:
     return picture(gradcam.normalise(crop_padding(square, width, height)))
 
 
-def _write(square: np.ndarray, found: Decoded, path: Path) -> bool:
+def _write(square: np.ndarray, found: Decoded, store: Storage, name: str) -> bool:
     try:
-        write_png(render(square, found.width, found.height), path)
+        write_png(render(square, found.width, found.height), store, name)
         return True
-    except OSError as error:  # a full disk or a purged folder: the prediction itself is still stored
-        log.warning("heat map %s not written: %s", path.name, error)
+    except OSError as error:  # a full disk or an unreachable store: the prediction itself is still stored
+        log.warning("heat map %s not written: %s", name, error)
         return False
 
 
@@ -79,6 +75,7 @@ def write_heatmaps(
     """Draw and write the heat maps of every image not in `skip` (those that failed, and any whose job wants
     none); returns how many were written."""
     jobs = []
+    store = storage_for(settings)
     for name, kept in outputs.items():
         try:
             squares = models[name].heatmaps(kept.outputs)
@@ -86,11 +83,8 @@ def write_heatmaps(
             log.warning("no heat maps from %s for a batch of %d: %s", name, len(kept.ids), error)
             continue
         jobs += [
-            (square, decoded[i], heatmap_path(settings, i, name))
-            for i, square in zip(kept.ids, squares)
-            if i not in skip
+            (square, decoded[i], store, names.heatmap(i, name)) for i, square in zip(kept.ids, squares) if i not in skip
         ]
     if not jobs:
         return 0
-    settings.heatmap_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # patient-derived, as uploads
     return sum(decode_pool(settings).map(lambda job: _write(*job), jobs))  # PNG encoding releases the GIL

@@ -15,7 +15,6 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -25,6 +24,7 @@ from formats import read_upload
 from models.preprocess import ImageDecodeError, crop_padding, preprocess
 from models.registry import LoadedModel
 from settings import Settings
+from storage import Storage, names, storage_for
 from worker import metrics
 
 log = logging.getLogger(__name__)
@@ -69,24 +69,11 @@ def thumbnail_from_input(plane: np.ndarray, width: int, height: int) -> PILImage
     return picture
 
 
-def write_thumbnail(thumbnail: PILImage.Image, path: Path) -> None:
-    """Save a picture (a thumbnail or a heat map) as PNG, atomically: encoded in memory, written in one call
-    under a temporary name, then renamed (its folder is made only when it is missing)."""
-    encoded = io.BytesIO()
-    thumbnail.save(encoded, format="PNG", compress_level=1)
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")  # deliveries may race
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.getbuffer())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+def write_thumbnail(thumbnail: PILImage.Image, store: Storage, name: str) -> None:
+    """Save a thumbnail (or any picture) as PNG under `name` in the store, atomically."""
+    out = io.BytesIO()
+    thumbnail.save(out, format="PNG", compress_level=1)
+    store.put_bytes(name, out.getvalue())
 
 
 def read_file(image_id: int, stored_name: str | None, models: Mapping[str, LoadedModel], settings: Settings) -> Decoded:
@@ -95,9 +82,9 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
         raise ImageDecodeError("the upload was not stored, so there is nothing to read")
     clock = metrics.Clock()
     try:
-        data = (settings.upload_dir / stored_name).read_bytes()
+        data = storage_for(settings).read(names.upload(stored_name))
     except FileNotFoundError:
-        raise ImageDecodeError("the uploaded file is missing from the server's upload folder") from None
+        raise ImageDecodeError("the uploaded file is missing from the server's store") from None
     laps = [clock.lap()]
     upload = read_upload(data, max((model.input_size for model in models.values()), default=0))
     laps.append(clock.lap())
@@ -110,7 +97,7 @@ def read_file(image_id: int, stored_name: str | None, models: Mapping[str, Loade
     laps.append(clock.lap())
     plane = max(by_spec.values(), key=len)[..., 0]
     thumbnail = thumbnail_from_input(plane, upload.image.width, upload.image.height)
-    write_thumbnail(thumbnail, settings.thumbnail_dir / f"{image_id}.png")
+    write_thumbnail(thumbnail, storage_for(settings), names.thumbnail(image_id))
     laps.append(clock.lap())
     for stage, (seconds, cpu_seconds) in zip(metrics.IMAGE_STAGES, laps):
         metrics.observe_image_stage(stage, seconds, cpu_seconds)

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from flask import Response, abort, current_app, g, request
@@ -25,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from db.idempotency import find_key, remember_key
 from db.models import IdempotencyKey
+from storage import storage_for
 from web.api.errors import error_response
-from web.extensions import get_db
+from web.extensions import get_db, get_settings
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -100,7 +100,7 @@ def commit_once(
     body: dict,
     status: int,
     location: str | None = None,
-    stored_files: Iterable[Path] = (),
+    stored_files: Iterable[str] = (),
     job_id: int | None = None,
 ) -> None:
     """Commit the request's rows; under an `Idempotency-Key`, together with the key and the response `body`."""
@@ -118,6 +118,5 @@ def commit_once(
         stored = find_key(session, g.user, key)
         if stored is None:
             raise
-        for path in files:  # the other request with this key stored the same files first
-            path.unlink(missing_ok=True)
+        storage_for(get_settings()).delete_all(files)  # the other request with this key stored them first
         raise _LostRace(stored) from None

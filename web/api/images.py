@@ -15,6 +15,7 @@ from dicomio.read import REDUCING_GAP
 from formats import read_upload
 from models.gradcam import HEADS
 from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, to_gray
+from storage import names, storage_for
 from web.access import visible_image_or_404
 from web.api import bp
 from web.extensions import get_settings
@@ -40,9 +41,8 @@ def image_png(image_id: int):
     image = visible_image_or_404(image_id)
     if not image.stored_name:
         abort(404, f"image {image_id} has no stored file: {image.error or 'it was not uploaded'}")
-    path = get_settings().upload_dir / image.stored_name
     try:
-        data = path.read_bytes()
+        data = storage_for(get_settings()).read(names.upload(image.stored_name))
     except FileNotFoundError:
         abort(404, f"the stored file of image {image_id} is gone (it may have been purged)")
     try:
@@ -76,7 +76,7 @@ def heatmap(image_id: int):
         reason = f"it failed: {image.error}" if image.status == ImageStatus.failed else f"it is {image.status.value}"
         abort(404, f"image {image_id} has no heat map: {reason}")
     try:
-        png = (settings.heatmap_dir / f"{image_id}-{model}.png").read_bytes()
+        png = storage_for(settings).read(names.heatmap(image_id, model))
     except FileNotFoundError:
         abort(404, f"image {image_id} has no {model} heat map: none was written when it was predicted")
     return _png_response(png)

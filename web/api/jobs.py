@@ -6,14 +6,15 @@ import itertools
 import json
 import logging
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from flask import abort, current_app, g, jsonify, request, url_for
 from sqlalchemy import func, select
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
-from ingest import Incoming, QueueUnavailable, clean_text, discarded_unless_committed, queue_pending
+from ingest import Incoming, QueueUnavailable, clean_text, discarded_unless_committed, queue_pending, sync_stored
+from storage import names
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
 from web.api.errors import add_files_or_507, error_response
@@ -90,9 +91,10 @@ def _store(job: Job, files: list[Incoming], body: dict, status: int, location: s
     """
     db, settings = get_db(), get_settings()
     images = add_files_or_507(db, job.id, files, settings)
-    with discarded_unless_committed(db, images, settings.upload_dir):
+    with discarded_unless_committed(db, images, settings):
+        sync_stored(images, settings)
         refresh_job(db, job.id)
-        commit_once(db, job.to_dict() | body, status, location, _stored_paths(images), job.id)
+        commit_once(db, job.to_dict() | body, status, location, _stored_names(images), job.id)
 
 
 def _default_name(files: list[Incoming]) -> str:
@@ -116,8 +118,8 @@ def _queue_quietly(job_id: int, full_batches_only: bool) -> str | None:
     return None
 
 
-def _stored_paths(images: list[Image]) -> list[Path]:
-    return [get_settings().upload_dir / image.stored_name for image in images if image.stored_name]
+def _stored_names(images: list[Image]) -> list[str]:
+    return [names.upload(image.stored_name) for image in images if image.stored_name]
 
 
 def _check_open_jobs(db) -> None:

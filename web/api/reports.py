@@ -7,6 +7,7 @@ from flask import Response, abort
 from db.models import ImageStatus, split_notes
 from dicomio.read import DicomError
 from dicomio.sr import image_report, sr_bytes
+from storage import names, storage_for
 from web.access import visible_image_or_404
 from web.api import bp
 from web.extensions import get_settings
@@ -22,9 +23,8 @@ def structured_report(image_id: int):
         reason = f": {image.error}" if image.error else ""
         abort(404, f"image {image_id} has no predictions (status {image.status.value}{reason}); no report to make")
     try:
-        report = image_report(
-            get_settings().upload_dir / image.stored_name, image.predictions, split_notes(image.notes)
-        )
+        with storage_for(get_settings()).open(names.upload(image.stored_name)) as stored:
+            report = image_report(stored, image.predictions, split_notes(image.notes))
     except FileNotFoundError:
         abort(404, f"the stored file of image {image_id} is gone (it may have been purged)")
     except DicomError as error:

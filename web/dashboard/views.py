@@ -25,6 +25,7 @@ from db.jobs import JobFinishedError, cancel_job, job_history, visible_jobs
 from db.models import Image, Job, JobStatus
 from db.studies import METHOD as STUDY_METHOD
 from db.studies import job_studies_page, study_cells_of_job
+from storage import names, storage_for
 from web.access import job_or_404
 from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
@@ -133,10 +134,11 @@ def thumbnail(image_id: int):
     if job_id is None:
         abort(404, f"image {image_id} not found among your jobs")
     g.audit_object = (job_id, image_id)  # what this read is audited as (web.audit)
-    path = get_settings().thumbnail_dir / f"{image_id}.png"
-    if not path.is_file():  # not made yet (queued) or never (refused file): a placeholder, not cached
+    try:
+        stream = storage_for(get_settings()).open(names.thumbnail(image_id))
+    except FileNotFoundError:  # not made yet (queued) or never (refused file): a placeholder, not cached
         return Response(PLACEHOLDER_SVG, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
-    response = send_file(path.resolve(), mimetype="image/png", max_age=3600)
+    response = send_file(stream, mimetype="image/png", max_age=3600)
     response.cache_control.public = False
     response.cache_control.private = True  # a patient's image: the browser may keep it, shared caches may not
     return response

@@ -138,7 +138,7 @@ def _store(received: list[Received], repeats: int, name: str) -> tuple[int, list
     images = add_files_or_507(db, job.id, [item.incoming for item in received], settings)
     by_path = {image.path: image for image in images}
     stored = [by_path.get(item.incoming.path) for item in received]
-    with discarded_unless_committed(db, images, settings.upload_dir):
+    with discarded_unless_committed(db, images, settings):
         for item, image in zip(received, stored):
             first = by_path.get(item.namesake_of.incoming.path) if item.namesake_of else None
             if image is not None and first is not None:
@@ -146,7 +146,7 @@ def _store(received: list[Received], repeats: int, name: str) -> tuple[int, list
         if repeats:
             count_resent(db, job.id, repeats)
             logger.info("STOW-RS job %s: %d instances sent twice in the request, stored once", job.id, repeats)
-        sync_stored(images, settings.upload_dir)
+        sync_stored(images, settings)
         refresh_job(db, job.id)
         audit("job.create", job.id, files=len(images))
         db.commit()
