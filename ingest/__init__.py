@@ -18,6 +18,7 @@ from ingest.files import (
 )
 from ingest.instances import count_resent, held_copies, identical, instance_path, note_namesake, stored_pixels
 from ingest.queueing import QueueUnavailable, queue_pending
+from ingest.receive import queue_received, receive
 
 __all__ = [
     "Incoming",
@@ -35,5 +36,7 @@ __all__ = [
     "stored_pixels",
     "instance_path",
     "queue_pending",
+    "queue_received",
+    "receive",
     "sync_stored",
 ]

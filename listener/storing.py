@@ -24,21 +24,18 @@ from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import refresh_job
-from db.models import ImageStatus
+from db.models import Image, ImageStatus
 from ingest import (
     Incoming,
     QueueUnavailable,
-    add_files,
     count_resent,
-    discarded_unless_committed,
     held_copies,
     identical,
     instance_path,
     note_namesake,
     queue_pending,
+    receive,
     stored_pixels,
-    sync_stored,
 )
 from listener.jobs import accepting
 from settings import Settings
@@ -74,16 +71,16 @@ def _store(
         )
         return Outcome(SUCCESS, image_id=same.image_id, duplicate=True)
     path = instance_path(study, sop_instance, copy=len(held) + 1)
-    images = add_files(session, job_id, [Incoming(path=path, stream=io.BytesIO(data), parsed=parsed)], settings)
-    with discarded_unless_committed(session, images, settings):
+
+    def namesake(images: list[Image]) -> None:
         if held and images:
             note_namesake(images[0], held[0].image_id, stored_pixels(settings, held[0]), data)
             logger.warning(
                 "job %d: image %d reuses the SOP Instance UID of image %d", job_id, images[0].id, held[0].image_id
             )
-        sync_stored(images, settings)
-        refresh_job(session, job_id)
-        session.commit()
+
+    incoming = Incoming(path=path, stream=io.BytesIO(data), parsed=parsed)
+    images = receive(session, settings, job_id, [incoming], before_commit=namesake)
     if not images:  # ingest keeps no row for a DICOMDIR: an index of files, not an image
         return Outcome(CANNOT_UNDERSTAND, "not an image (a DICOMDIR)")
     image = images[0]

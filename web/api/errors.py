@@ -10,7 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ingest import Incoming, StorageFull, add_files
+from ingest import Incoming, StorageFull, receive
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -28,10 +28,11 @@ class InsufficientStorage(HTTPException):
     description = "the server has no space left to store this request"
 
 
-def add_files_or_507(db: Session, job_id: int, files: list[Incoming], settings: Settings) -> list[Image]:
-    """`ingest.add_files`, with a full disk rolled back and answered 507 (nothing of the request is kept)."""
+def receive_or_507(db: Session, settings: Settings, job_id: int, files: list[Incoming], **options) -> list[Image]:
+    """`ingest.receive` (store, flush, commit), with a full disk rolled back and answered 507 (nothing of the
+    request is kept)."""
     try:
-        return add_files(db, job_id, files, settings)
+        return receive(db, settings, job_id, files, **options)
     except StorageFull as error:
         db.rollback()
         raise InsufficientStorage(

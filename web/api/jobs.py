@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 
 from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
-from ingest import Incoming, QueueUnavailable, clean_text, discarded_unless_committed, queue_pending, sync_stored
+from ingest import Incoming, QueueUnavailable, clean_text, queue_pending, queue_received
 from storage import names
 from web.access import job_or_404, require_accepting_files
 from web.api import bp
-from web.api.errors import add_files_or_507, error_response
+from web.api.errors import error_response, receive_or_507
 from web.api.idempotency import commit_once, idempotent
 from web.extensions import celery_client, get_db, get_settings
 from web.notifications import register_webhook
@@ -89,12 +89,12 @@ def _store(job: Job, files: list[Incoming], body: dict, status: int, location: s
 
     On any failure no file of this request is left behind; a full disk is a 507.
     """
-    db, settings = get_db(), get_settings()
-    images = add_files_or_507(db, job.id, files, settings)
-    with discarded_unless_committed(db, images, settings):
-        sync_stored(images, settings)
-        refresh_job(db, job.id)
+    db = get_db()
+
+    def commit(images: list[Image]) -> None:
         commit_once(db, job.to_dict() | body, status, location, _stored_names(images), job.id)
+
+    receive_or_507(db, get_settings(), job.id, files, commit=commit)
 
 
 def _default_name(files: list[Incoming]) -> str:
@@ -111,11 +111,8 @@ def _queue(job_id: int, full_batches_only: bool) -> int:
 
 def _queue_quietly(job_id: int, full_batches_only: bool) -> str | None:
     """Send what is ready; an unreachable queue must not fail an upload whose files are already stored."""
-    try:
-        _queue(job_id, full_batches_only)
-    except QueueUnavailable as error:
-        return f"{error}; POST /api/v1/jobs/{job_id}/close to send them again"
-    return None
+    error = queue_received(get_db(), celery_client(), job_id, get_settings().batch_size, full_batches_only)
+    return None if error is None else f"{error}; POST /api/v1/jobs/{job_id}/close to send them again"
 
 
 def _stored_names(images: list[Image]) -> list[str]:

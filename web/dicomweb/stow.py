@@ -25,23 +25,20 @@ from io import BytesIO
 from flask import Response, abort, current_app, g, request, url_for
 from pydicom.dataset import Dataset
 
-from db.jobs import create_job, refresh_job
+from db.jobs import create_job
 from db.models import Image, ImageStatus
 from dicomio.instances import parse_instance
 from dicomio.uids import identity_problem, pixel_bytes
 from formats import DETECTION_BYTES
 from ingest import (
     Incoming,
-    QueueUnavailable,
     count_resent,
-    discarded_unless_committed,
     instance_path,
     note_namesake,
-    queue_pending,
-    sync_stored,
+    queue_received,
 )
 from ingest.files import refusal
-from web.api.errors import add_files_or_507
+from web.api.errors import receive_or_507
 from web.audit import audit
 from web.dicomweb import bp
 from web.dicomweb.multipart import MultipartError, Part, TooManyParts, split_parts
@@ -135,26 +132,23 @@ def _sort(parts: list[Part], max_bytes: int) -> tuple[list[Received], list[Datas
 def _store(received: list[Received], repeats: int, name: str) -> tuple[int, list[Image | None]]:
     db, settings = get_db(), get_settings()
     job = create_job(db, g.user, name, is_open=False)
-    images = add_files_or_507(db, job.id, [item.incoming for item in received], settings)
-    by_path = {image.path: image for image in images}
-    stored = [by_path.get(item.incoming.path) for item in received]
-    with discarded_unless_committed(db, images, settings):
-        for item, image in zip(received, stored):
+
+    def notes(images: list[Image]) -> None:
+        by_path = {image.path: image for image in images}
+        for item in received:
+            image = by_path.get(item.incoming.path)
             first = by_path.get(item.namesake_of.incoming.path) if item.namesake_of else None
             if image is not None and first is not None:
                 note_namesake(image, first.id, pixel_bytes(item.namesake_of.data), item.data)
         if repeats:
             count_resent(db, job.id, repeats)
             logger.info("STOW-RS job %s: %d instances sent twice in the request, stored once", job.id, repeats)
-        sync_stored(images, settings)
-        refresh_job(db, job.id)
         audit("job.create", job.id, files=len(images))
-        db.commit()
-    try:
-        queue_pending(db, celery_client(), job.id, settings.batch_size, full_batches_only=False)
-    except QueueUnavailable as error:  # stored and committed; the recovery sweep sends them
-        logger.warning("STOW-RS job %s: %s", job.id, error)
-    return job.id, stored
+
+    images = receive_or_507(db, settings, job.id, [item.incoming for item in received], before_commit=notes)
+    by_path = {image.path: image for image in images}
+    queue_received(db, celery_client(), job.id, settings.batch_size, full_batches_only=False)  # else: the sweep
+    return job.id, [by_path.get(item.incoming.path) for item in received]
 
 
 def _warning(reasons: list[str]) -> str:
