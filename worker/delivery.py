@@ -82,6 +82,18 @@ def claim(session: Session, image_ids: list[int], max_attempts: int) -> Claim:
     return result
 
 
+def give_back(session: Session, image_ids: list[int]) -> None:
+    """Undo `claim`'s count of an attempt on these images: their batch never got to try them (the object store
+    was out), so the wait must not bring them closer to being given up."""
+    if image_ids:
+        session.execute(
+            update(Image)
+            .where(Image.id.in_(image_ids), Image.status.in_(ImageStatus.unfinished()), Image.attempts > 0)
+            .values(attempts=Image.attempts - 1),
+            execution_options={"synchronize_session": False},
+        )
+
+
 def send_alone(app: Celery, image_ids: list[int]) -> None:
     """Send each image as a task of its own, after the caller committed; if the broker is down, the sweep will."""
     if not image_ids:

@@ -24,7 +24,7 @@ from formats import read_upload
 from models.preprocess import ImageDecodeError, crop_padding, preprocess
 from models.registry import LoadedModel
 from settings import Settings
-from storage import Storage, names, storage_for
+from storage import Storage, StorageUnavailable, names, storage_for
 from worker import metrics
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def _read_safely(image_id: int, stored_name: str | None, models, settings) -> De
         return read_file(image_id, stored_name, models, settings)
     except ImageDecodeError as error:
         return str(error)
+    except StorageUnavailable:
+        raise  # not the image's fault: the whole batch waits and is tried again (worker/tasks/predict.py)
     except Exception as error:  # noqa: BLE001
         log.exception("unexpected error on image %d", image_id)
         return f"internal error while reading the image: {type(error).__name__}: {error}"

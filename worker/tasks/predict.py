@@ -12,10 +12,12 @@ from sqlalchemy.exc import OperationalError
 from broker import PREDICT_TASK, send_forwards
 from db.jobs import requeue_images
 from db.session import session_scope
+from storage import StorageUnavailable
 from worker import delivery, inference, metrics, runtime
 from worker.forwarding import one_per_study
 
 log = logging.getLogger(__name__)
+STORE_RETRIES = 20  # about 17 minutes of waiting for the object store; then the recovery sweep sends them again
 
 
 @shared_task(
@@ -46,6 +48,12 @@ def predict_batch(self, image_ids: list[int]) -> dict:
                 session, claim.run, loaded.models, loaded.ensemble, settings, loaded.findings
             )
             commit_clock = metrics.Clock(process=True)
+    except StorageUnavailable as error:  # the images are fine: wait for the store, then the sweep takes over
+        with session_scope(sessions) as session:
+            delivery.give_back(session, claim.run)
+        wait = min(60, 5 * 2**self.request.retries)
+        log.warning("object store unavailable (%s); batch of %d tried again in %d s", error, len(claim.run), wait)
+        raise self.retry(exc=error, countdown=wait, max_retries=STORE_RETRIES) from None
     except SoftTimeLimitExceeded:
         with session_scope(sessions) as session:
             retry = requeue_images(session, claim.run)
