@@ -65,6 +65,9 @@ class Settings:
     dicom_allowed_aets: tuple[str, ...] = ()  # calling AE titles it accepts; empty: any (loopback only)
     dicom_user: str = "admin"  # the user who owns the jobs of calling AE titles not in dicom_aet_users (must exist)
     dicom_aet_users: tuple[str, ...] = ()  # AET=user pairs: that sender's jobs belong to that user (also allowed)
+    dicom_aet_priorities: tuple[
+        str, ...
+    ] = ()  # AET=urgent|normal|bulk pairs: that sender's jobs' lane (default normal)
     dicom_idle_timeout: int = 30  # seconds an association may stay silent before it is aborted
     dicom_artim_timeout: int = 10  # seconds a connection may wait before its association request (ARTIM)
     dicom_max_associations: int = 64  # associations at once, in all

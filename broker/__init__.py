@@ -11,6 +11,7 @@ from broker.app import (
     FORWARD_TASK,
     HL7_QUEUE,
     HL7_TASK,
+    LANES,
     NOTIFY_QUEUE,
     NOTIFY_TASK,
     OUTBOUND_QUEUES,
@@ -18,6 +19,7 @@ from broker.app import (
     QUEUE,
     RETRIEVE_QUEUE,
     RETRIEVE_TASK,
+    WORKER_QUEUES,
     make_celery,
 )
 from broker.forward import send_forwards
@@ -37,7 +39,9 @@ __all__ = [
     "NOTIFY_QUEUE",
     "NOTIFY_TASK",
     "PREDICT_TASK",
+    "LANES",
     "QUEUE",
+    "WORKER_QUEUES",
     "BrokerUnavailable",
     "make_celery",
     "send_batches",

@@ -19,6 +19,10 @@ HL7_QUEUE = "radbatch-hl7"
 RETRIEVE_TASK = "radbatch.retrieve"  # studies pulled from a PACS into a job (C-MOVE / WADO-RS)
 RETRIEVE_QUEUE = "radbatch-retrieve"
 OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE, RETRIEVE_QUEUE)  # all consumed by the forwarding worker
+# Priority lanes: one queue each. Workers name them in this order (-Q) and, with the "priority" queue order,
+# always take from the first non-empty one: urgent, then normal, then bulk.
+LANES = {"urgent": "radbatch-urgent", "normal": QUEUE, "bulk": "radbatch-bulk"}
+WORKER_QUEUES = ",".join([*LANES.values(), NOTIFY_QUEUE])
 WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
@@ -45,7 +49,10 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
         },
         task_soft_time_limit=settings.task_soft_time_limit,  # the task retries its images one by one
         task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "queue_order_strategy": "priority",  # the first non-empty queue of -Q first: urgent, normal, bulk
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
         # When Redis restarts, a running batch finishes and stores its results (storing is idempotent) instead of

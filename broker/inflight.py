@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from broker.app import PREDICT_TASK, QUEUE
+from broker.app import LANES, PREDICT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,17 @@ def _carried(payload: dict) -> Carried | None:
 
 
 def queued_messages(client: redis.Redis) -> list[Carried]:
-    """The predict messages waiting in the queue."""
+    """The predict messages waiting in the queues of every lane."""
     found: list[Carried] = []
-    start = 0
-    while True:
-        page = client.lrange(QUEUE, start, start + _PAGE - 1)
-        found += [carried for raw in page if (carried := parse_message(raw)) is not None]
-        if len(page) < _PAGE:
-            return found
-        start += _PAGE
+    for queue in LANES.values():
+        start = 0
+        while True:
+            page = client.lrange(queue, start, start + _PAGE - 1)
+            found += [carried for raw in page if (carried := parse_message(raw)) is not None]
+            if len(page) < _PAGE:
+                break
+            start += _PAGE
+    return found
 
 
 def unacked_messages(client: redis.Redis) -> dict[str, tuple[Carried, float]]:

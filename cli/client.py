@@ -82,9 +82,10 @@ class Client:
     def post_json(self, path: str, data: dict | None = None, headers: dict[str, str] | None = None, **kwargs) -> dict:
         return self.request("POST", f"{self.api}{path}", data=data, headers=headers, **kwargs).json()
 
-    def create_job(self, name: str, heatmaps: bool | None = None) -> dict:
+    def create_job(self, name: str, heatmaps: bool | None = None, priority: str = "normal") -> dict:
         """An open job: files are added in chunks, then it is closed. `heatmaps` None: the server's default."""
-        data = {"name": name, "open": "true"} | ({} if heatmaps is None else {"heatmaps": str(heatmaps).lower()})
+        data = {"name": name, "open": "true", "priority": priority}
+        data |= {} if heatmaps is None else {"heatmaps": str(heatmaps).lower()}
         return self.post_json("/jobs", data=data)
 
     def add_files(self, job_id: int, parts: list[tuple[str, tuple[str, bytes, str]]], data: dict, key: str) -> dict:

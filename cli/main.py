@@ -74,7 +74,7 @@ def upload(args: argparse.Namespace) -> int:
         _say(f"resuming job {args.resume}: {before - len(files)} of {before} files already stored")
         job_id = args.resume
     else:
-        job_id = client.create_job(args.name or folder.resolve().name, args.heatmaps)["id"]
+        job_id = client.create_job(args.name or folder.resolve().name, args.heatmaps, args.priority)["id"]
         _say(f"job {job_id}: sending {len(files)} files from {folder}")
     result = send_files(client, job_id, files, max_file_bytes=args.max_file_mb * 2**20)
     if result.stopped:
@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="draw Grad-CAM heat maps for the job, or not (default: the server's RADBATCH_HEATMAPS)",
+    )
+    send.add_argument(
+        "--priority",
+        choices=("urgent", "normal", "bulk"),
+        default="normal",
+        help="the job's lane: workers take urgent batches first, then normal, then bulk (default: normal)",
     )
     send.set_defaults(run=upload)
 

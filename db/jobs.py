@@ -86,8 +86,20 @@ def close_idle_jobs(session: Session, idle_since: datetime) -> list[int]:
     return list(idle)
 
 
-def create_job(session: Session, user: User, name: str, is_open: bool, heatmaps: bool = True) -> Job:
-    job = Job(user_id=user.id, name=name.strip()[:255], is_open=is_open, heatmaps=heatmaps, status=JobStatus.queued)
+PRIORITIES = ("urgent", "normal", "bulk")  # the lanes, first served first (broker.LANES)
+
+
+def create_job(
+    session: Session, user: User, name: str, is_open: bool, heatmaps: bool = True, priority: str = "normal"
+) -> Job:
+    job = Job(
+        user_id=user.id,
+        name=name.strip()[:255],
+        is_open=is_open,
+        heatmaps=heatmaps,
+        priority=priority,
+        status=JobStatus.queued,
+    )
     session.add(job)
     session.flush()
     return job

@@ -118,6 +118,7 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
     is_open: Mapped[bool] = mapped_column(Boolean, default=False)  # still accepting files
     heatmaps: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # the worker draws them
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")  # broker.LANES
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
@@ -135,6 +136,7 @@ class Job(Base):
             "status": self.status.value,
             "is_open": self.is_open,
             "heatmaps": self.heatmaps,
+            "priority": self.priority,
             "total": self.total,
             "done": self.done,
             "failed": self.failed,

@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from broker import OUTBOUND_QUEUES
+from broker import OUTBOUND_QUEUES, WORKER_QUEUES
 from db.setup import login_instructions, private_dir
 from deploy.launcher import run_in_foreground
 from settings import Settings
@@ -146,7 +146,7 @@ serverurl=unix://{home / "supervisor.sock"}
     if not settings.redis_url:
         config += _program(settings, "redis", f"{redis_server_binary()} {home / 'redis' / 'redis.conf'}", priority=10)
     worker = (
-        f"{BIN / 'celery'} -A worker.celery_app worker -Q radbatch,radbatch-notify --pool prefork"
+        f"{BIN / 'celery'} -A worker.celery_app worker -Q {WORKER_QUEUES} --pool prefork"
         f" --concurrency {settings.worker_concurrency} --loglevel INFO --hostname radbatch@%%h"
     )
     config += _program(settings, "worker", worker, priority=20, stopwaitsecs=120)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from broker import BrokerUnavailable, send_batches
 from db.jobs import refresh_job, set_image_status
-from db.models import Image, ImageStatus
+from db.models import Image, ImageStatus, Job
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def queue_pending(session: Session, client: Celery, job_id: int, batch_size: int
     session.commit()
 
     try:
-        sent = send_batches(client, ids, batch_size)
+        lane = session.scalar(select(Job.priority).where(Job.id == job_id)) or "normal"
+        sent = send_batches(client, ids, batch_size, lane)
     except BrokerUnavailable as error:
         logger.error("job %s: %s after %d of %d images", job_id, error, error.sent, len(ids))
         set_image_status(session, ids[error.sent :], ImageStatus.queued, ImageStatus.pending)

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.jobs import create_job, refresh_job
+from db.jobs import PRIORITIES, create_job, refresh_job
 from db.models import Job, JobStatus, User
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,18 @@ def listener_user(session: Session, username: str) -> User:
     return user
 
 
-def start_job(session: Session, user: User, calling_aet: str, started_at: datetime) -> int:
+def aet_priority(rules: tuple[str, ...], calling_aet: str) -> str:
+    """The lane RADBATCH_DICOM_AET_PRIORITIES (AET=urgent|normal|bulk pairs) gives this calling AE title."""
+    for rule in rules:
+        aet, _, priority = rule.partition("=")
+        if aet.strip() == calling_aet and priority.strip() in PRIORITIES:
+            return priority.strip()
+    return "normal"
+
+
+def start_job(session: Session, user: User, calling_aet: str, started_at: datetime, priority: str = "normal") -> int:
     """A new open job for an association (flushed, not committed)."""
-    return create_job(session, user, job_name(calling_aet, started_at), is_open=True).id
+    return create_job(session, user, job_name(calling_aet, started_at), is_open=True, priority=priority).id
 
 
 def interrupted_jobs(session: Session, user_ids: list[int]) -> dict[str, int]:

@@ -145,7 +145,8 @@ class Listener:
                     logger.info("%s continues job %d, cut off by a previous listener", calling_aet, job_id)
                 else:
                     user = session.get(User, self._users.get(calling_aet, self._user_id))
-                    job_id = jobs.start_job(session, user, calling_aet, datetime.now(timezone.utc))
+                    lane = jobs.aet_priority(self.settings.dicom_aet_priorities, calling_aet)
+                    job_id = jobs.start_job(session, user, calling_aet, datetime.now(timezone.utc), lane)
                     record_event(session, "job.create", user, job_id, assoc.requestor.address, {"via": "dicom"})
                     session.commit()
                     logger.info("association from %s: job %d", calling_aet, job_id)

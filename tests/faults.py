@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, text
 
+from broker import LANES
 from deploy.run import redis_server_binary
 from tests import services
 
@@ -218,7 +219,16 @@ class MemoryCap:
 def start_worker(env: dict[str, str], log: Path, redis_url: str, memory: MemoryCap | None) -> subprocess.Popen:
     """A prefork Celery worker with one child, inside `memory`'s cgroup if it has one; returns once it is ready."""
     services.seed_onnx_cache(env)
-    argv = [str(services.BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", "radbatch", "--pool", "prefork"]
+    argv = [
+        str(services.BIN / "celery"),
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        ",".join(LANES.values()),
+        "--pool",
+        "prefork",
+    ]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "faults@%h"]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from broker import NOTIFY_QUEUE, QUEUE
+from broker import WORKER_QUEUES
 from broker.heartbeat import list_ready_workers
 from deploy.run import redis_server_binary
 
@@ -168,7 +168,7 @@ def seed_onnx_cache(env: dict[str, str]) -> None:
 def start_worker(env: dict[str, str], log: Path, redis_url: str, timeout: float = 180) -> subprocess.Popen:
     """A prefork Celery worker with one child; returns once that child has loaded its models."""
     seed_onnx_cache(env)
-    queues = f"{QUEUE},{NOTIFY_QUEUE}"
+    queues = WORKER_QUEUES
     argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", queues, "--pool", "prefork"]
     argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", "test@%h"]
     process = start_process(argv, env, log)

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import redis
 
-from broker import QUEUE
+from broker import LANES
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class QueueDepthCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            waiting, unacked = self.client.llen(QUEUE), self.client.hlen(UNACKED_KEY)
+            waiting = sum(self.client.llen(queue) for queue in LANES.values())
+            unacked = self.client.hlen(UNACKED_KEY)
         except redis.RedisError as error:
             log.warning("metrics: cannot read the queue depth from Redis: %s", error)
             return

@@ -104,8 +104,9 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis) -> SweepRep
                 if moved:
                     report.sent[job_id] = moved
                     refresh_job(session, job_id)
+            lanes = dict(session.execute(select(Job.id, Job.priority).where(Job.id.in_(list(report.sent)))).all())
         for job_id, image_ids in report.sent.items():
-            send_batches(app, image_ids, settings.batch_size)
+            send_batches(app, image_ids, settings.batch_size, lanes.get(job_id, "normal"))
             log.warning("recovery: sent %d images of job %d again (no live message)", len(image_ids), job_id)
     if view.orphans:
         forget(client, view.orphans)

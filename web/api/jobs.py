@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from flask import abort, current_app, g, jsonify, request, url_for
 from sqlalchemy import func, select
 
-from db.jobs import JobFinishedError, cancel_job, create_job, job_history, refresh_job
+from db.jobs import PRIORITIES, JobFinishedError, cancel_job, create_job, job_history, refresh_job
 from db.models import Image, Job, JobStatus, User
 from ingest import Incoming, QueueUnavailable, clean_text, queue_pending, queue_received
 from storage import names
@@ -144,7 +144,10 @@ def create():
         _check_open_jobs(db)
     heatmaps = flag(request.form, "heatmaps") if "heatmaps" in request.form else get_settings().heatmaps
     name = clean_text(request.form.get("name", "")).strip() or _default_name(files)
-    job = create_job(db, _user(), name, is_open, heatmaps)
+    priority = request.form.get("priority", "normal").strip().lower() or "normal"
+    if priority not in PRIORITIES:
+        abort(400, f"priority must be one of {', '.join(PRIORITIES)}; got {priority[:20]!r}")
+    job = create_job(db, _user(), name, is_open, heatmaps, priority)
     webhook = register_webhook(db, job.id, request.form)  # before the files: a job that finishes at once notifies too
     location = url_for("api.get_job", job_id=job.id)
     _store(job, files, webhook, 201, location)

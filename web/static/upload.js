@@ -144,6 +144,7 @@
     const topFolder = picked[0].path.includes("/") ? picked[0].path.split("/")[0] : "";
     const create = new FormData();
     create.append("open", "true");
+    create.append("priority", document.getElementById("job-priority").value);
     create.append("heatmaps", document.getElementById("job-heatmaps").checked ? "true" : "false");
     create.append("name", document.getElementById("job-name").value.trim() || topFolder || `${picked.length} files`);
     const job = await sendWithRetry(root.dataset.createUrl, create);

@@ -37,7 +37,7 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     ids = [int(i) for i in image_ids]
     with session_scope(sessions) as session:  # committed before any risky work
         claim = delivery.claim(session, ids, settings.max_attempts)
-    delivery.send_alone(self.app, claim.alone)
+    delivery.send_alone(self.app, claim.alone, claim.lane)
     counts = {"done": 0, "failed": len(claim.given_up), "skipped": len(ids) - len(claim.run) - len(claim.given_up)}
     if not claim.run:
         metrics.count_batch(counts)
@@ -58,7 +58,7 @@ def predict_batch(self, image_ids: list[int]) -> dict:
         with session_scope(sessions) as session:
             retry = requeue_images(session, claim.run)
         log.warning("a batch ran past %d s; %d images sent again alone", settings.task_soft_time_limit, len(retry))
-        delivery.send_alone(self.app, retry)
+        delivery.send_alone(self.app, retry, claim.lane)
         return counts | {"skipped": counts["skipped"] + len(claim.run)}
     metrics.observe_batch_stage("commit", *commit_clock.lap())
     metrics.observe_batch_stage("total", *clock.lap())
