@@ -104,7 +104,13 @@ def test_rotating_the_admin_token_revokes_the_previous_one(tmp_path) -> None:
 def test_compose_has_no_default_passwords_and_keeps_flower_local() -> None:
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
     assert "change-me" not in compose
-    required = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "RADBATCH_ADMIN_PASSWORD")
+    required = (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "RADBATCH_ADMIN_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+    )
     for secret in (*required, "RADBATCH_DICOM_ALLOWED_AETS"):  # the listener's port is published: no open door
         uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", compose)
         assert uses and all(use.startswith(":?") for use in uses), (secret, uses)  # refuses to start without it
