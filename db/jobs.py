@@ -17,6 +17,14 @@ class JobFinishedError(ValueError):
     """The job is already finished, so it cannot be cancelled."""
 
 
+def lock_job(session: Session, job_id: int) -> None:
+    """Take the job's row lock (PostgreSQL) before inserting its images: an insert takes a weaker lock on the row
+    (its foreign key) that the later `refresh_job` would have to upgrade, and an upgrade waiting behind a worker's
+    `refresh_job` of the same job is a deadlock."""
+    if session.bind.dialect.name == "postgresql":
+        session.get(Job, job_id, with_for_update=True)
+
+
 def refresh_job(session: Session, job_id: int) -> Job:
     """Recount a job's images and derive its status; call in the same transaction that changed them."""
     job = session.get(Job, job_id, with_for_update=session.bind.dialect.name == "postgresql")

@@ -96,7 +96,7 @@ def test_running_a_batch_twice_writes_each_prediction_once(env, loaded_models) -
         )  # every head; none for failed files
         images = {image.path: image for image in session.scalars(select(Image).where(Image.job_id == job_id))}
         assert images["truncated.png"].error.startswith("corrupt or truncated PNG file")
-        assert images["gone.png"].error == "the uploaded file is missing from the server's upload folder"
+        assert images["gone.png"].error == "the uploaded file is missing from the server's store"
         assert (images["rgba.png"].status, images["rgba.png"].mode) == (ImageStatus.done, "RGBA")
         job = session.get(Job, job_id)
         counts = dict(

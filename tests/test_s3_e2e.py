@@ -23,12 +23,11 @@ OUTAGE_S = 15  # the issue's 30 s, halved for the CI budget: still several of th
 
 
 @pytest.fixture(scope="module")
-def s3_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
+def s3_stack(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("s3-stack")
     home = folder / "home"
+    # its own Redis: a worker of another stack alive on the session's Redis would take this stack's batches
+    redis_process, redis_url = services.start_redis(folder / "redis")
     server = start_object_store(folder / "moto.log")
     gate = Gate(server.port)
     gate.open()
@@ -48,6 +47,7 @@ def s3_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
     finally:
         gate.shut()
         server.stop()
+        services.stop_process(redis_process)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
