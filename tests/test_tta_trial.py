@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.registry import read_card
 from tests.test_model_checks import MINI, mini_split
 from training.tried_card import tried_section
 from training.tta_trial import TTA_JSON, VIEWS, helps, view_batch, warp
@@ -66,3 +67,25 @@ def test_tta_trial_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
     assert "Decision: TTA" in capsys.readouterr().out
     assert "Test-time augmentation" in tried_section("cnn", tmp_path)
     assert tried_section("seed-cnn", tmp_path) == ""  # not a served member: no TTA entry
+
+
+def test_border_trial_cli_on_the_mini_folder(tmp_path: Path, capsys) -> None:
+    from training.border_trial import BORDER_TRIAL_JSON, main
+
+    split = tmp_path / "split.csv"
+    mini_split(split)
+    output = tmp_path / BORDER_TRIAL_JSON
+    candidate = tmp_path / "candidate"
+    main(["--data", str(MINI), "--candidate", str(candidate), "--split-file", str(split), "--max-minutes", "0.001"]
+         + ["--output", str(output)])  # fmt: skip
+    result = json.loads(output.read_text())
+    served_version = read_card("unet")["version"]
+    assert result["training"]["epochs_run"] == 1 and (candidate / "unet" / "weights.npz").exists()
+    native = result["validation_native"]
+    assert native["n"] == 16 and 0 <= native["candidate"]["border_share"] <= 1
+    assert result["candidate_version"].startswith("unet-border-") and result["candidate_version"] != served_version
+    gain = result["auc_difference_ci95"][0] > 0
+    drop = native["candidate"]["border_share"] <= native["served"]["border_share"] - 0.05
+    assert result["decision"]["serve"] == (gain and drop)
+    assert "Border augmentation alone" in capsys.readouterr().out
+    assert "Border augmentation alone" in tried_section("unet", tmp_path)

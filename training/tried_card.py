@@ -1,8 +1,8 @@
 """The model cards' "What we tried" section, from the JSON the model checks write into the weights folder:
 `source_probe.json` (`python -m training.source_probe --output ...`), `upsampled_check.json`
-(`python -m training.upsampled_check --output ...`) and `multitask_trial.json`
-(`python -m training.multitask_trial`) and `tta_trial.json` (`python -m training.tta_trial`, the served members'
-cards only). Any may be missing; the section says only what was measured.
+(`python -m training.upsampled_check --output ...`), `multitask_trial.json` (`python -m training.multitask_trial`),
+`tta_trial.json` (`python -m training.tta_trial`, the served members' cards only) and `border_trial.json`
+(`python -m training.border_trial`). Any may be missing; the section says only what was measured.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from models.registry import ENSEMBLE_MEMBERS
+from training.border_trial import BORDER_TRIAL_JSON, border_text
 from training.multitask_trial import TRIAL_JSON, trial_text
 from training.source_probe import DISEASE_ONLY, SCOPES, probe_table
 from training.tta_trial import TTA_JSON, tta_text
@@ -30,7 +31,9 @@ def tried_section(name: str, weights_dir: Path) -> str:
     multitask = read_check(weights_dir, TRIAL_JSON)
     multitask = multitask if multitask and multitask["model"] == name else None
     tta = read_check(weights_dir, TTA_JSON) if name in ENSEMBLE_MEMBERS else None
-    if not probe and not check and not multitask and not tta:
+    border = read_check(weights_dir, BORDER_TRIAL_JSON)
+    border = border if border and border["model"] == name else None
+    if not probe and not check and not multitask and not tta and not border:
         return ""
     return (
         "\n## What we tried\n"
@@ -38,6 +41,7 @@ def tried_section(name: str, weights_dir: Path) -> str:
         + (check_text(check) if check else "")
         + (trial_text(multitask) if multitask else "")
         + (tta_text(tta) if tta else "")
+        + (border_text(border) if border else "")
     )
 
 
