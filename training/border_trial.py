@@ -134,7 +134,8 @@ def trial(data_dir: Path, model: str, candidate_dir: Path, card: dict, split_fil
     ci = paired_auc_difference_ci(labels, p_served, p_candidate)
     auc_gain = ci is not None and ci[0] > 0
     border_drop = candidate["border_share"] <= served["border_share"] - MIN_BORDER_DROP
-    reasons = [] if auc_gain else [f"AUC {candidate['auc'] - served['auc']:+.3f}, CI {ci} not above 0"]
+    low = f"{ci[0]:+.3f}" if ci else "n/a"
+    reasons = [] if auc_gain else [f"AUC {candidate['auc'] - served['auc']:+.3f}, CI lower bound {low} not above 0"]
     reasons += [] if border_drop else [f"border share {served['border_share']:.3f} -> {candidate['border_share']:.3f}"]
     return {
         "model": model,
@@ -146,6 +147,19 @@ def trial(data_dir: Path, model: str, candidate_dir: Path, card: dict, split_fil
         "auc_difference_ci95": ci,
         "decision": {"serve": auc_gain and border_drop, "reasons": reasons or ["meets the rule"]},
     }
+
+
+def verdict(result: dict) -> str:
+    """The decision's reasons, from the numbers (what the rule compares)."""
+    v, ci = result["validation_native"], result["auc_difference_ci95"]
+    served, candidate = v["served"], v["candidate"]
+    drop = served["border_share"] - candidate["border_share"]
+    return (
+        f"AUC gain {candidate['auc'] - served['auc']:+.3f}, CI lower bound "
+        + (f"{ci[0]:+.3f}" if ci else "n/a")
+        + (" above 0" if ci and ci[0] > 0 else " not above 0")
+        + f"; border share down by {drop:.3f} (rule: at least {MIN_BORDER_DROP})"
+    )
 
 
 def border_text(result: dict) -> str:
@@ -168,7 +182,7 @@ def border_text(result: dict) -> str:
         f"(n={v['n']}, {v['disease']} disease):\n\n| model | AUC [95% CI] | ECE | Brier | Grad-CAM border share |\n"
         f"|---|---|---|---|---|\n{rows}\n\nAUC difference {v['candidate']['auc'] - v['served']['auc']:+.3f} "
         f"[{ci[0]:+.3f}, {ci[1]:+.3f}]. **Decision: {'served' if result['decision']['serve'] else 'not served'}**"
-        f" — {'; '.join(result['decision']['reasons'])}.\n"
+        f" — {verdict(result)}.\n"
     )
 
 
