@@ -124,6 +124,11 @@ def render_card(
     )
     threshold_text = (
         "Youden's J (sensitivity + specificity - 1) maximised on the validation split"
+        + (
+            ", carried through the recalibration (the same raw cut, so no image changes label)"
+            if "previous" in calibration
+            else ""
+        )
         if card["threshold_rule"] == "youden"
         else "fixed at 0.5, as in the notebook"
     )

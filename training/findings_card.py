@@ -97,6 +97,7 @@ Findings: {", ".join(card["findings"])}; read from `{card["feature_output"]}` of
     feature_sets = ", ".join(f"{name} {auc:.3f}" for name, auc in card["feature_set_validation_auc"].items())
     hidden = ", ".join(card["hidden"]) or "none"
     versions = "`, `".join(card["feature_model_versions"].values())
+    point = card.get("operating_point", "Youden's J on validation")
     return f"""# Model card: `findings` (per-finding probabilities)
 
 Version `{card["version"]}` · trained {card["trained_at"]} · `python -m training.findings --data DIR`.
@@ -109,7 +110,7 @@ scikit-learn logistic regression on the standardised `{card["feature_output"]}` 
 final Dense layer) of `{"` + `".join(card["feature_models"])}` (`{versions}`), computed in the same forward
 pass as the disease probability. Fitted on the train split of `training/splits/{card["data"]["split_file"]}`
 (patient-wise); C from {card["c_grid"]} and the feature models chosen on validation (mean validation AUC:
-{feature_sets}); Platt calibration and the decision threshold (Youden's J) on validation. The test split
+{feature_sets}); Platt calibration on validation, and each decision threshold at {point}. The test split
 was used only for the numbers below.
 
 ## Test-split metrics

@@ -1,7 +1,8 @@
 """The model cards' "What we tried" section, from the JSON the model checks write into the weights folder:
 `source_probe.json` (`python -m training.source_probe --output ...`), `upsampled_check.json`
-(`python -m training.upsampled_check --output ...`) and `multitask_trial.json`
-(`python -m training.multitask_trial`). Any may be missing; the section says only what was measured.
+(`python -m training.upsampled_check --output ...`), `multitask_trial.json` (`python -m training.multitask_trial`),
+`tta_trial.json` (`python -m training.tta_trial`, the served members' cards only) and `border_trial.json`
+(`python -m training.border_trial`). Any may be missing; the section says only what was measured.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from models.registry import ENSEMBLE_MEMBERS
+from training.border_trial import BORDER_TRIAL_JSON, border_text
 from training.multitask_trial import TRIAL_JSON, trial_text
 from training.source_probe import DISEASE_ONLY, SCOPES, probe_table
+from training.tta_trial import TTA_JSON, tta_text
 from training.upsampled_check import comparison_table
 
 SOURCE_PROBE_JSON = "source_probe.json"
@@ -26,13 +30,18 @@ def tried_section(name: str, weights_dir: Path) -> str:
     probe, check = read_check(weights_dir, SOURCE_PROBE_JSON), read_check(weights_dir, UPSAMPLED_CHECK_JSON)
     multitask = read_check(weights_dir, TRIAL_JSON)
     multitask = multitask if multitask and multitask["model"] == name else None
-    if not probe and not check and not multitask:
+    tta = read_check(weights_dir, TTA_JSON) if name in ENSEMBLE_MEMBERS else None
+    border = read_check(weights_dir, BORDER_TRIAL_JSON)
+    border = border if border and border["model"] == name else None
+    if not probe and not check and not multitask and not tta and not border:
         return ""
     return (
         "\n## What we tried\n"
         + (probe_text(name, probe) if probe else "")
         + (check_text(check) if check else "")
         + (trial_text(multitask) if multitask else "")
+        + (tta_text(tta) if tta else "")
+        + (border_text(border) if border else "")
     )
 
 
