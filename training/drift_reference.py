@@ -42,6 +42,7 @@ def build_reference(data_dir: Path, split_file: Path, weights_dir: Path = WEIGHT
     probabilities: dict[str, np.ndarray] = {}
     inputs: dict[tuple[int, int], np.ndarray] = {}
     versions = {"ensemble": ensemble.version}
+    prevalences = {"ensemble": ensemble.trained_prevalence}
     for name in ensemble.members:
         model = load_model(name, weights_dir)
         spec = (model.input_size, model.channels)
@@ -49,6 +50,7 @@ def build_reference(data_dir: Path, split_file: Path, weights_dir: Path = WEIGHT
             inputs[spec] = np.stack([preprocess(image, *spec) for image in images])
         probabilities[name] = model.predict(inputs[spec])
         versions[name] = model.version
+        prevalences[name] = model.trained_prevalence
     first = next(iter(inputs.values()))
     pixels = np.array([input_statistics(x) for x in first])
     labels = {
@@ -68,6 +70,7 @@ def build_reference(data_dir: Path, split_file: Path, weights_dir: Path = WEIGHT
         "split_file": split_file.name,
         "n": len(records),
         "model_versions": versions,
+        "prevalences": prevalences,  # each model's trained one: the prevalence its probabilities above are at
         "values": values,
         "rates": {name: round(rate, DECIMALS) for name, rate in rates.items()},
         "inputs": {
