@@ -80,7 +80,7 @@ def _facts(image: Image, job_name: str) -> ImageFacts:
         bit_depth=_bit_depth(image),
         size=_bucket(side, SIZE_BUCKETS, ">2048 px"),
         file_size=_bucket(image.size_bytes, BYTES_BUCKETS, ">10 MB"),
-        view=(image.view_position or "unknown").upper(),
+        view=image.view_position.upper() if image.view_position else "unknown",
         modality=image.modality or ("unknown" if _format(image) == "dicom" else "none (not DICOM)"),
         pixel_mean=image.pixel_mean,
         pixel_std=image.pixel_std,

@@ -7,13 +7,14 @@ the figure drifted (PSI and p both past their thresholds). Bottom: the images pr
 from __future__ import annotations
 
 import io
-from datetime import date
+from datetime import date, timedelta
 
 from models.drift import PSI_THRESHOLD
 
 
 def draw_drift(report: dict) -> bytes:
     """A PNG of `drift_report`'s daily figures."""
+    from matplotlib.dates import DateFormatter
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5.2), dpi=100)
@@ -44,9 +45,12 @@ def draw_drift(report: dict) -> bytes:
     if names:
         psi_axes.legend(loc="upper left", fontsize=7, ncol=3)
     psi_axes.grid(alpha=0.3)
-    count_axes.bar(days, [day["images"] for day in daily], color="#6b7280")
+    count_axes.bar(days, [day["images"] for day in daily], width=0.8, color="#6b7280")
     count_axes.set_ylabel("images")
     count_axes.grid(alpha=0.3)
+    first, last = date.fromisoformat(report["from"]), date.fromisoformat(report["to"])
+    count_axes.set_xlim(first - timedelta(days=0.6), last + timedelta(days=0.6))  # the whole window, empty days too
+    count_axes.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
     figure.autofmt_xdate()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
