@@ -5,7 +5,7 @@ each continuous figure, the validation images' values (the pixel mean and standa
 preprocessing, and each model's calibrated probability of disease), and for each rate figure (each model's
 positive rate, the ensemble members' disagreement rate) the validation rate.
 
-A figure is compared with two statistics, and it drifts only when both say so:
+A figure is compared with two statistics, and it drifts only when both say so, on at least MIN_IMAGES (20) images:
 
 * PSI, the population stability index, over the reference's deciles (rates: over yes/no). It measures how much
   the distribution moved, whatever the sample size: below 0.1 stable, 0.1 to 0.2 worth watching, above
@@ -13,7 +13,9 @@ A figure is compared with two statistics, and it drifts only when both say so:
   scores roughly 9/n or more on ten bins), so a small batch can exceed 0.2 by chance.
 * A p-value: the two-sample Kolmogorov-Smirnov test against the reference's values (rates: an exact binomial
   test against the reference's rate). It says whether a shift that size could be chance at this sample size;
-  below P_THRESHOLD (0.01) it is not. On many images it flags shifts too small to matter, which PSI ignores.
+  below P_THRESHOLD (0.01) it is not. On many images the binomial test flags rate changes too small to matter
+  (52% positive instead of 50% over 10,000 images), which PSI ignores. The KS test's power is bounded by the
+  reference's size as well as the day's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 REFERENCE_FILE = Path(__file__).resolve().parent / "weights" / "drift_reference.json"
 PSI_THRESHOLD = 0.2
 P_THRESHOLD = 0.01
+MIN_IMAGES = 20  # fewer images say nothing either way: a couple of odd ones make any test fire
 SMOOTHING = 0.5  # added to every bin's count (Jeffreys), so an empty bin of a small sample keeps PSI finite
 BINS = 10
 
@@ -101,7 +104,7 @@ def compare_values(figure: str, observed: Sequence[float], reference: dict) -> C
         score,
         "ks",
         p_value,
-        _drifts(score, p_value),
+        _drifts(score, p_value, len(values)),
     )
 
 
@@ -113,11 +116,11 @@ def compare_rate(figure: str, hits: int, n: int, reference_rate: float, referenc
     expected = np.array([1 - reference_rate, reference_rate]) * reference_n
     score = psi(expected, np.array([n - hits, hits]))
     p_value = float(binomtest(hits, n, min(max(reference_rate, 1e-9), 1 - 1e-9)).pvalue)
-    return Comparison(figure, n, rate, reference_rate, score, "binomial", p_value, _drifts(score, p_value))
+    return Comparison(figure, n, rate, reference_rate, score, "binomial", p_value, _drifts(score, p_value, n))
 
 
-def _drifts(score: float, p_value: float) -> bool:
-    return score > PSI_THRESHOLD and p_value < P_THRESHOLD
+def _drifts(score: float, p_value: float, n: int) -> bool:
+    return n >= MIN_IMAGES and score > PSI_THRESHOLD and p_value < P_THRESHOLD
 
 
 def compare(reference: dict, values: dict[str, list[float]], rates: dict[str, tuple[int, int]]) -> list[Comparison]:
@@ -141,8 +144,9 @@ def thresholds() -> dict:
     return {
         "psi": PSI_THRESHOLD,
         "p_value": P_THRESHOLD,
+        "min_images": MIN_IMAGES,
         "rule": f"a figure drifts when PSI > {PSI_THRESHOLD} (the distribution moved) and p < {P_THRESHOLD} "
-        "(the move is not chance at this sample size)",
+        f"(the move is not chance at this sample size), on at least {MIN_IMAGES} images",
         "psi_reading": "PSI below 0.1: stable; 0.1 to 0.2: watch; above 0.2: shifted",
     }
 

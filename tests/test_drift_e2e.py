@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image, ImageFilter
 from playwright.sync_api import expect
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from db.users import add_token, create_user
 from models.drift import P_THRESHOLD, PSI_THRESHOLD
 from tests.browser_fixtures import BrowserSession
 from tests.conftest import Stack
+from tests.services import REPO_ROOT
 from training.train import DEFAULT_SPLIT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("e2e_database_url", ["sqlite"], indirect=True)]
@@ -29,6 +31,7 @@ SAMPLE = 24
 SEED = 2  # a fixed draw of test-split images; other draws behave alike (docs/monitoring.md)
 BLUR_RADIUS = 6  # px on the 128-px images: far beyond any scanner's softness
 ADMIN_PASSWORD = "drift admin password"
+ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 def _test_split_sample(images: Path) -> list[Path]:
@@ -100,6 +103,9 @@ def test_blurred_images_cross_the_drift_threshold_and_images_like_the_reference_
     assert images and float(images.group(1)) >= 2 * SAMPLE
     assert re.search(r'^radbatch_drift_psi\{figure="pixel_std"\} \S+$', scraped, re.M)
     assert re.search(r'^radbatch_drift_detected\{figure="probability:ensemble"\} [01]\.0$', scraped, re.M)
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    alerted = {name for rule in rules for name in re.findall(r"radbatch_[a-z_]+", rule["expr"])}
+    assert alerted and all(re.search(rf"^{name}\b", scraped, re.M) for name in alerted)  # the alert reads real series
 
 
 @pytest.mark.browser

@@ -162,7 +162,10 @@ class DriftCollector:
             "p_value": ("radbatch_drift_p_value", "KS (distributions) or binomial (rates) p-value against it"),
             "value": ("radbatch_drift_value", "The figure's mean or rate over the last 24 hours"),
             "reference": ("radbatch_drift_reference_value", "The same figure on the validation split"),
-            "drift": ("radbatch_drift_detected", "1 when PSI > 0.2 and p < 0.01 (docs/monitoring.md)"),
+            "drift": (
+                "radbatch_drift_detected",
+                "1 when PSI > 0.2 and p < 0.01 on 20 images or more (docs/monitoring.md)",
+            ),
         }
         for key, (name, text) in gauges.items():
             gauge = GaugeMetricFamily(name, text, labels=["figure"])
