@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db.drift import ImageFacts, image_facts
-from models.drift import EXPLANATIONS, ReferenceMissingError, compare, load_reference, thresholds
+from models.drift import EXPLANATIONS, MIN_IMAGES, ReferenceMissingError, compare, load_reference, thresholds
 from models.prevalence import PriorShift
 
 INPUT_MIXES = ("source", "format", "bit_depth", "size", "file_size", "view", "modality")
@@ -157,6 +157,8 @@ class DriftCollector:
         images = GaugeMetricFamily("radbatch_drift_images", "Images predicted in the last 24 hours (drift window)")
         images.add_metric([], window["images"])
         yield images
+        if window["images"] < MIN_IMAGES:
+            return  # /metrics needs no login: a mean over a handful of images would show those patients' results
         gauges = {
             "psi": ("radbatch_drift_psi", "Population stability index of each drift figure against the reference"),
             "p_value": ("radbatch_drift_p_value", "KS (distributions) or binomial (rates) p-value against it"),
