@@ -6,6 +6,7 @@ figures on /metrics. The statistics and the reference are models/drift.py's; the
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -25,6 +26,13 @@ INPUT_MIXES = ("source", "format", "bit_depth", "size", "file_size", "view", "mo
 HISTOGRAM_EDGES = np.linspace(0.0, 1.0, 11)
 METRICS_WINDOW = timedelta(hours=24)
 METRICS_CACHE_SECONDS = 60.0
+GAUGES = {
+    "psi": ("radbatch_drift_psi", "Population stability index of each drift figure against the reference"),
+    "p_value": ("radbatch_drift_p_value", "KS (distributions) or binomial (rates) p-value against it"),
+    "value": ("radbatch_drift_value", "The figure's mean or rate over the last 24 hours"),
+    "reference": ("radbatch_drift_reference_value", "The same figure on the validation split"),
+    "drift": ("radbatch_drift_detected", "1 when PSI > 0.2 and p < 0.01 on 20 images or more (docs/monitoring.md)"),
+}
 
 
 def _members(reference: dict) -> list[str]:
@@ -134,7 +142,8 @@ class DriftCollector:
         self.lock = threading.Lock()
         self.cached: tuple[float, dict | None] = (0.0, None)
 
-    def _window(self) -> dict | None:
+    def _window(self) -> tuple[dict, list[str]] | None:
+        """The last 24 hours' summary and every figure the reference knows, or None without reference or database."""
         with self.lock:
             at, found = self.cached
             if time.monotonic() - at > METRICS_CACHE_SECONDS:
@@ -142,7 +151,7 @@ class DriftCollector:
                     reference = load_reference()
                     with self.sessions() as session:
                         facts = image_facts(session, datetime.now(timezone.utc) - METRICS_WINDOW)
-                    found = _summary("last 24 hours", facts, reference)
+                    found = (_summary("last 24 hours", facts, reference), [*reference["values"], *reference["rates"]])
                 except (SQLAlchemyError, ReferenceMissingError):
                     found = None
                 self.cached = (time.monotonic(), found)
@@ -151,28 +160,21 @@ class DriftCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        window = self._window()
-        if window is None:
+        found = self._window()
+        if found is None:
             return
+        window, names = found
         images = GaugeMetricFamily("radbatch_drift_images", "Images predicted in the last 24 hours (drift window)")
         images.add_metric([], window["images"])
         yield images
-        if window["images"] < MIN_IMAGES:
-            return  # /metrics needs no login: a mean over a handful of images would show those patients' results
-        gauges = {
-            "psi": ("radbatch_drift_psi", "Population stability index of each drift figure against the reference"),
-            "p_value": ("radbatch_drift_p_value", "KS (distributions) or binomial (rates) p-value against it"),
-            "value": ("radbatch_drift_value", "The figure's mean or rate over the last 24 hours"),
-            "reference": ("radbatch_drift_reference_value", "The same figure on the validation split"),
-            "drift": (
-                "radbatch_drift_detected",
-                "1 when PSI > 0.2 and p < 0.01 on 20 images or more (docs/monitoring.md)",
-            ),
-        }
-        for key, (name, text) in gauges.items():
+        # /metrics needs no login: below MIN_IMAGES every figure reads NaN (not drifting), since a mean over a
+        # handful of images would show those patients' results
+        figures = {f["figure"]: f for f in window["figures"]} if window["images"] >= MIN_IMAGES else {}
+        for key, (name, text) in GAUGES.items():
             gauge = GaugeMetricFamily(name, text, labels=["figure"])
-            for figure in window["figures"]:
-                gauge.add_metric([figure["figure"]], float(figure[key]))
+            for figure in names:
+                stated = figures.get(figure)
+                gauge.add_metric([figure], float(stated[key]) if stated else (0.0 if key == "drift" else math.nan))
             yield gauge
 
 
