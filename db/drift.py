@@ -69,7 +69,7 @@ def _bit_depth(image: Image) -> str:
     return "unknown"
 
 
-def _facts(image: Image, job_name: str) -> ImageFacts:
+def facts_of(image: Image, job_name: str) -> ImageFacts:
     side = max(image.width or 0, image.height or 0) or None
     return ImageFacts(
         image_id=image.id,
@@ -97,7 +97,7 @@ def image_facts(session: Session, since: datetime, job_id: int | None = None) ->
     )
     if job_id is not None:
         query = query.where(Image.job_id == job_id)
-    found = {image.id: _facts(image, name) for image, name in session.execute(query)}
+    found = {image.id: facts_of(image, name) for image, name in session.execute(query)}
     ids = list(found)
     for start in range(0, len(ids), 5000):  # an IN list of bounded length
         chunk = ids[start : start + 5000]

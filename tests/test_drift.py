@@ -7,6 +7,8 @@ import csv
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
+from sqlalchemy import select
 
 from db.drift import source_of
 from db.retrievals import NAME_PREFIX as RETRIEVAL_PREFIX
@@ -61,3 +63,30 @@ def test_sources_follow_the_names_the_entry_points_give_their_jobs() -> None:
     assert source_of(f"STOW-RS from alice at {now:%Y-%m-%d %H:%M:%S} UTC") == "stow-rs"
     assert source_of(f"{RETRIEVAL_PREFIX}pacs at {now:%Y-%m-%d %H:%M:%S} UTC") == "retrieval"
     assert source_of("ward 7 follow-ups") == "upload"
+
+
+def test_an_uploaded_dicom_keeps_its_modality_and_its_facts_say_dicom(web_client, web_token, web_db) -> None:
+    from db.drift import facts_of
+    from db.models import Image
+    from db.session import session_scope
+    from tests.conftest import SHARED_DATA
+    from tests.test_docs import EXAMPLE_DICOM
+    from tests.web_fixtures import upload
+
+    dicom = SHARED_DATA / "dicom" / EXAMPLE_DICOM  # a CR, JPEG baseline; under the test app's 1 MB limit
+    if not dicom.exists():
+        pytest.skip(f"{dicom} is not here (the shared data)")
+    files = [upload("ward/IM0001.dcm", dicom.read_bytes())]
+    response = web_client.post("/api/v1/jobs", data={"files": files}, headers=web_token("alice"))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    with session_scope(web_db) as session:
+        image = session.scalars(select(Image)).one()
+        image.processed_at = image.created_at  # as the worker would set it
+        facts = facts_of(image, "ward 7")
+    assert image.modality == "CR", (image.status, image.error, image.sop_instance_uid, image.stored_name)
+    assert (facts.source, facts.format, facts.modality, facts.bit_depth) == (
+        "upload",
+        "dicom",
+        "CR",
+        str(image.bits_stored),
+    )
