@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from db.models import Image, ImageStatus, Job, Prediction
@@ -54,14 +53,15 @@ def _bucket(value: int | None, buckets: tuple[tuple[int, str], ...], top: str) -
     return next((name for limit, name in buckets if value <= limit), top)
 
 
-def _format(image: Image) -> str:
+def _format(image: Image | Row) -> str:
     if image.transfer_syntax_uid or image.sop_instance_uid:
         return "dicom"
-    suffix = PurePosixPath(image.filename or "").suffix.lower().lstrip(".")
+    name = (image.filename or "").rpartition("/")[2]
+    suffix = name.rpartition(".")[2].lower() if "." in name.strip(".") else ""
     return {"jpeg": "jpg", "tif": "tiff"}.get(suffix, suffix) or "unknown"
 
 
-def _bit_depth(image: Image) -> str:
+def _bit_depth(image: Image | Row) -> str:
     if image.bits_stored:
         return str(image.bits_stored)
     if image.mode:
@@ -69,19 +69,39 @@ def _bit_depth(image: Image) -> str:
     return "unknown"
 
 
-def facts_of(image: Image, job_name: str) -> ImageFacts:
+FACT_COLUMNS = (
+    Image.id,
+    Image.job_id,
+    Image.processed_at,
+    Image.filename,
+    Image.transfer_syntax_uid,
+    Image.sop_instance_uid,
+    Image.bits_stored,
+    Image.mode,
+    Image.width,
+    Image.height,
+    Image.size_bytes,
+    Image.view_position,
+    Image.modality,
+    Image.pixel_mean,
+    Image.pixel_std,
+)
+
+
+def facts_of(image: Image | Row, job_name: str) -> ImageFacts:
     side = max(image.width or 0, image.height or 0) or None
+    found_format = _format(image)
     return ImageFacts(
         image_id=image.id,
         job_id=image.job_id,
         day=image.processed_at.date(),
         source=source_of(job_name),
-        format=_format(image),
+        format=found_format,
         bit_depth=_bit_depth(image),
         size=_bucket(side, SIZE_BUCKETS, ">2048 px"),
         file_size=_bucket(image.size_bytes, BYTES_BUCKETS, ">10 MB"),
         view=image.view_position.upper() if image.view_position else "unknown",
-        modality=image.modality or ("unknown" if _format(image) == "dicom" else "none (not DICOM)"),
+        modality=image.modality or ("unknown" if found_format == "dicom" else "none (not DICOM)"),
         pixel_mean=image.pixel_mean,
         pixel_std=image.pixel_std,
     )
@@ -90,14 +110,14 @@ def facts_of(image: Image, job_name: str) -> ImageFacts:
 def image_facts(session: Session, since: datetime, job_id: int | None = None) -> list[ImageFacts]:
     """Every image predicted since `since` (of one job, if given), oldest first, with its predictions."""
     query = (
-        select(Image, Job.name)
+        select(*FACT_COLUMNS, Job.name.label("job_name"))
         .join(Job, Job.id == Image.job_id)
         .where(Image.status == ImageStatus.done, Image.processed_at >= since)
         .order_by(Image.processed_at, Image.id)
     )
     if job_id is not None:
         query = query.where(Image.job_id == job_id)
-    found = {image.id: facts_of(image, name) for image, name in session.execute(query)}
+    found = {row.id: facts_of(row, row.job_name) for row in session.execute(query)}
     ids = list(found)
     for start in range(0, len(ids), 5000):  # an IN list of bounded length
         chunk = ids[start : start + 5000]
