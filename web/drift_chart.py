@@ -7,14 +7,14 @@ the figure drifted (PSI and p both past their thresholds). Bottom: the images pr
 from __future__ import annotations
 
 import io
-from datetime import date, timedelta
+from datetime import date
 
 from models.drift import PSI_THRESHOLD
 
 
 def draw_drift(report: dict) -> bytes:
     """A PNG of `drift_report`'s daily figures."""
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import DateFormatter, date2num
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5.2), dpi=100)
@@ -49,7 +49,7 @@ def draw_drift(report: dict) -> bytes:
     count_axes.set_ylabel("images")
     count_axes.grid(alpha=0.3)
     first, last = date.fromisoformat(report["from"]), date.fromisoformat(report["to"])
-    count_axes.set_xlim(first - timedelta(days=0.6), last + timedelta(days=0.6))  # the whole window, empty days too
+    count_axes.set_xlim(date2num(first) - 0.6, date2num(last) + 0.6)  # the whole window, empty days too
     count_axes.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
     figure.autofmt_xdate()
     buffer = io.BytesIO()
