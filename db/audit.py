@@ -29,6 +29,7 @@ ACTIONS = (
     "files.view",
     "labels.upload",
     "evaluation.view",
+    "drift.view",  # drift monitoring's daily summaries of all (or one job's) predicted images
     "job.cancel",
     "job.purge",
 )

@@ -154,6 +154,7 @@ class Image(Base):
         Index("ix_images_job_sha256", "job_id", "sha256"),  # resuming an upload
         Index("ix_images_job_study", "job_id", "study_instance_uid"),  # results filtered by study
         Index("ix_images_patient_pseudonym", "patient_pseudonym"),
+        Index("ix_images_processed", "processed_at"),  # drift monitoring's window of days (db/drift.py)
         {"sqlite_autoincrement": True},  # a purged image's id, and so its file names, are never reused
     )
 
@@ -191,6 +192,10 @@ class Image(Base):
     patient_pseudonym: Mapped[Optional[str]] = mapped_column(String(64))  # HMAC-SHA256 of PatientID
     patient_id: Mapped[Optional[str]] = mapped_column(String(64))  # only with RADBATCH_DEIDENTIFY=false
     patient_name: Mapped[Optional[str]] = mapped_column(String(255))  # only with RADBATCH_DEIDENTIFY=false
+    modality: Mapped[Optional[str]] = mapped_column(String(16))  # DICOM Modality (DX, CR...); None for other formats
+    # the model input's gray-level mean and standard deviation after preprocessing, for drift monitoring
+    pixel_mean: Mapped[Optional[float]] = mapped_column(Float)
+    pixel_std: Mapped[Optional[float]] = mapped_column(Float)
 
     job: Mapped[Job] = relationship(back_populates="images")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="image", cascade="all, delete-orphan")

@@ -99,6 +99,7 @@ def prepare_dicom(
         "accession_number": metadata.accession_number,
         "study_date": metadata.study_date,
         "view_position": metadata.view_position,
+        "modality": metadata.modality,
         "photometric_interpretation": metadata.photometric_interpretation,
         "bits_stored": metadata.bits_stored,
         "transfer_syntax_uid": metadata.transfer_syntax_uid,

@@ -1,4 +1,4 @@
-"""`GET /metrics` for Prometheus: requests and their latency by endpoint, and jobs by status.
+"""`GET /metrics` for Prometheus: requests and their latency by endpoint, jobs by status and the drift figures.
 
 It shows aggregate counts only (Flask endpoint names, never URLs, ids, users or file names: no patient data),
 so it needs no login by default, like /healthz; set RADBATCH_METRICS_TOKEN to require `Authorization: Bearer
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from db.models import Job, JobStatus
+from web.drift import drift_collector
 from web.extensions import get_settings
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -110,6 +111,7 @@ def metrics_view() -> Response:
     else:
         registry.register(_Forward(found.registry))
     registry.register(JobsByStatus(current_app))
+    registry.register(drift_collector(current_app))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

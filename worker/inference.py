@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 from db.findings import FindingPrediction
 from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, join_notes, split_notes, utcnow
+from models.drift import input_statistics
 from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
 from settings import Settings
@@ -152,10 +153,11 @@ def _store(
 
 
 def _write_columns(session: Session, image_ids: list[int], decoded: dict[int, Decoded]) -> None:
-    """The decoded size, mode and notes of images this delivery just stored, in one executemany UPDATE."""
+    """The decoded size, mode, notes and input statistics (drift monitoring) of images this delivery just stored,
+    in one executemany UPDATE."""
     if not image_ids:
         return
-    columns = ("width", "height", "mode", "notes")
+    columns = ("width", "height", "mode", "notes", "pixel_mean", "pixel_std")
     statement = (
         update(Image.__table__)
         .where(Image.__table__.c.id == bindparam("stored_id"))
@@ -169,7 +171,8 @@ def _write_columns(session: Session, image_ids: list[int], decoded: dict[int, De
 
 
 def _columns(found: Decoded) -> tuple:
-    return found.width, found.height, found.mode, join_notes(found.notes)
+    pixels = input_statistics(next(iter(found.inputs.values()))) if found.inputs else (None, None)
+    return found.width, found.height, found.mode, join_notes(found.notes), *pixels
 
 
 def _insert_rows(session: Session, table: type, unique: list[str], rows: dict[int, list[dict]], ids: list[int]):
