@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from broker import make_celery, send_notifications
 from db.session import make_engine, make_session_factory
 from db.webhooks import on_jobs_finished
+from models.catalogue import Catalogue, load_catalogue
 from settings import Settings
 
 
@@ -25,6 +26,14 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def get_settings() -> Settings:
     return current_app.config["SETTINGS"]
+
+
+def get_catalogue() -> Catalogue:
+    """The model catalogue (models/catalogue.py), read once per request from its small JSON files: a model an admin
+    installs, promotes or demotes shows on the next request, without a restart."""
+    if "catalogue" not in g:
+        g.catalogue = load_catalogue(get_settings().models_dir)
+    return g.catalogue
 
 
 def get_db() -> Session:
