@@ -31,6 +31,8 @@ ACTIONS = (
     "evaluation.view",
     "job.cancel",
     "job.purge",
+    "model.role",
+    "model.compare",
 )
 SYSTEM_ACTOR = "system"  # the retention schedule and other unattended work
 

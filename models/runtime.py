@@ -45,6 +45,7 @@ class Runner:
     output_names: tuple[str, ...]
     run: Callable[[np.ndarray], dict[str, np.ndarray]]
     device: str = "cpu"
+    session: Any = None  # the ONNX Runtime session, on that runtime (its inputs' and outputs' shapes)
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.run(np.ascontiguousarray(batch, dtype=np.float32))
@@ -119,7 +120,7 @@ def onnx_runner(path: Path, threads: int) -> Runner:
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(None, {input_name: batch})))
 
-    return Runner("onnx", names, run, device)
+    return Runner("onnx", names, run, device, session)
 
 
 def make_runner(

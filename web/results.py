@@ -258,9 +258,10 @@ def csv_lines(
     models: Sequence[str] = (),
 ) -> Iterator[str]:
     """The CSV: `csv_header(models)` (the served models, web.extensions.get_catalogue), then one `finding_<name>`
-    probability column per finding (db.findings's job_finding_names: every finding shown for any image of the job); a finding in `unvalidated` (shown only
-    when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed `finding_<name>_not_validated`. `studies` gives each
-    study's STUDY_CSV_COLUMNS cells (db/studies.py: study_cells_of_job), repeated on every image of the study."""
+    probability column per finding (db.findings's job_finding_names: every finding shown for any image of the
+    job); a finding in `unvalidated` (shown only when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed
+    `finding_<name>_not_validated`. `studies` gives each study's STUDY_CSV_COLUMNS cells (db/studies.py:
+    study_cells_of_job), repeated on every image of the study."""
     studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)

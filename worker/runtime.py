@@ -7,7 +7,8 @@ TensorFlow initialised before a fork deadlocks the children. Which models is the
 catalogue can serve and the runtime is known, so a worker without models stops at start-up instead of
 serving anything. Before each batch a child compares the catalogue's files with those it loaded from and, when
 an admin installed, promoted or demoted a model, loads the catalogue again (no restart needed).
-Each child runs its models on RADBATCH_RUNTIME (models/runtime.py); with the ONNX runtime the first child to start exports the ONNX files into $RADBATCH_HOME/cache/onnx.
+Each child runs its models on RADBATCH_RUNTIME (models/runtime.py); with the ONNX runtime the first child to
+start exports the ONNX files into $RADBATCH_HOME/cache/onnx.
 
 The parent also prepares the metrics folder before it forks and serves the metrics of all its processes.
 """
