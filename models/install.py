@@ -3,7 +3,8 @@
 
 The model is checked before anything is written, and refused with the reason when a check fails:
   * the card: a name and a version (letters, digits, `.`, `_`, `-`), input size and channels (1 or 3), output kind
-    (`probability` or `logit`), a threshold in (0, 1); the name must not be a built-in model's;
+    (`probability` or `logit`), a threshold and the prevalence its probabilities reflect, both in (0, 1), a licence
+    and an intended use; the name must not be a built-in model's;
   * the file's input is (batch, size, size, channels) and its disease output (batch, 1) or (batch,), as the card says;
   * it runs on the sample images (models/samples, or --samples) through the worker's own preprocessing and runtime
     (ONNX Runtime), and its outputs are finite, not all equal, and probabilities in [0, 1] or logits as the card says.
@@ -56,6 +57,9 @@ def check_card(card: dict) -> dict:
     threshold = card.get("threshold")
     if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise InstallError("card: threshold must be a probability strictly between 0 and 1")
+    prevalence = card.get("prevalence")
+    if not isinstance(prevalence, (int, float)) or not 0 < prevalence < 1:
+        raise InstallError("card: prevalence (the disease rate its probabilities reflect) must be strictly in (0, 1)")
     for field in ("licence", "intended_use"):
         if not str(card.get(field, "")).strip():
             raise InstallError(f"card: {field} must say what it is (a model is served only with both)")

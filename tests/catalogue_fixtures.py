@@ -53,6 +53,7 @@ def card(name: str = "third", version: str = "third-1", size: int = 64, kind: st
         "input": {"size": size, "channels": 1, "preprocess": "models.preprocess.preprocess"},
         "output": {"name": "disease", "kind": kind},
         "threshold": 0.5,
+        "prevalence": 0.5,
         "heads": ["disease"],
         "licence": "CC0 (a test model)",
         "intended_use": "tests only: says disease for bright images",

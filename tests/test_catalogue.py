@@ -76,6 +76,7 @@ def test_the_loaded_model_runs_on_onnx_runtime_and_says_what_its_graph_says(tmp_
         ("probability", {"name": "Bad Name"}, "name 'Bad Name' must be"),
         ("probability", {"licence": ""}, "licence must say what it is"),
         ("probability", {"threshold": 1.5}, "threshold must be a probability"),
+        ("probability", {"prevalence": None}, "prevalence (the disease rate"),
         ("probability", {"output": {"name": "scores", "kind": "probability"}}, "not among the model's outputs"),
     ],
 )
