@@ -162,6 +162,13 @@ def _sources(path: Path, card: Path | None) -> tuple[Path, dict]:
         raise InstallError(f"cannot read the card {card}: {error}") from None
 
 
+def _served_version(models_dir: Path, name: object) -> str | None:
+    """The version of an installed model of that name being served now, if any (a new version does not replace it
+    until an admin promotes it)."""
+    found = [e for e in load_catalogue(models_dir).entries if e.name == name and e.runtime == "onnx"]
+    return found[0].version if found and found[0].role == "served" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from settings import Settings
 
@@ -178,7 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.role == "served" and args.confirm != card.get("name"):
             name = card.get("name")
             raise InstallError(f"serving shows its results to every user: an admin confirms with --confirm {name}")
+        served = _served_version(models_dir, card.get("name"))
         target = install(model, card, models_dir, args.samples)
+        if served and args.role != "served":
+            print(
+                f"installed {card['version']} at {target}; {card['name']} {served} stays served until you promote it:"
+            )
+            print(f"python -m models.roles promote {card['name']} --version {card['version']} --confirm {card['name']}")
+            return 0
         record = change_role(models_dir, card["name"], args.role, getpass.getuser(), card["version"])
     except (InstallError, CatalogueError) as error:
         print(f"refused: {error}", file=sys.stderr)

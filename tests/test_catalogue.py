@@ -111,15 +111,17 @@ def test_the_commands_install_promote_only_with_confirmation_and_roll_back(tmp_p
     done = run_cli("models.install", str(first), "--role", "served", "--confirm", "third", home=home)
     assert done.returncode == 0 and "as served" in done.stdout, done.stderr
     second = model_folder(tmp_path / "v2", version="third-2")
-    assert run_cli("models.install", str(second), home=home).returncode == 0  # a new version: shadow
-    catalogue = load_catalogue(home / "models")
-    assert (catalogue.entry("third").version, catalogue.entry("third").role) == ("third-2", "shadow")
-    back = run_cli("models.roles", "promote", "third", "--version", "third-1", "--confirm", "third", home=home)
-    assert back.returncode == 0, back.stderr
-    catalogue = load_catalogue(home / "models")
-    assert (catalogue.entry("third").version, catalogue.entry("third").role) == ("third-1", "served")
-    assert catalogue.served_names == ("cnn", "unet", "third", "ensemble")
-    assert [r["to_role"] for r in history(home / "models", "third")] == ["served", "shadow", "served"]
+    newer = run_cli("models.install", str(second), home=home)  # a new version does not replace the served one
+    assert newer.returncode == 0 and "third third-1 stays served" in newer.stdout, newer.stderr
+    assert (load_catalogue(home / "models").entry("third").version, "served") == ("third-1", "served")
+    for version in ("third-2", "third-1"):  # promote the new version, then roll back to the previous one
+        moved = run_cli("models.roles", "promote", "third", "--version", version, "--confirm", "third", home=home)
+        assert moved.returncode == 0, moved.stderr
+        entry = load_catalogue(home / "models").entry("third")
+        assert (entry.version, entry.role) == (version, "served")
+    assert load_catalogue(home / "models").served_names == ("cnn", "unet", "third", "ensemble")
+    changes = [(r["from_version"], r["to_version"]) for r in history(home / "models", "third")]
+    assert changes == [("third-1", "third-1"), ("third-1", "third-2"), ("third-2", "third-1")]
     listed = run_cli("models.roles", "list", home=home)
     assert "third        served  third-1" in listed.stdout
 
