@@ -233,6 +233,9 @@ def _builtin(roles: dict[str, dict[str, str]], builtin_dir: Path) -> list[ModelE
             continue  # not trained here (a fresh checkout without weights): not in the catalogue
         card = _read_json(card_path)
         card = {k: v for k, v in card.items() if k not in ("name", "runtime", "file")}
+        findings = builtin_dir / meta.get("findings_card", "-")
+        if findings.is_file():  # the finding heads it feeds (models/findings.py) and the ones that passed validation
+            card["validated_findings"] = _read_json(findings).get("served", [])
         role = roles.get(meta["name"], {}).get("role", meta.get("role", "off"))
         entries.append(entry_from_card({**meta, "file": meta.get("file", "")}, card, builtin_dir, role))
     return entries
