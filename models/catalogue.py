@@ -13,6 +13,7 @@ and the DICOM code can all read it. Nothing outside this module and `models.regi
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ BUILTIN_LIST = BUILTIN_DIR / "catalogue.json"
 ROLES_FILE = "roles.json"
 ROLES = ("served", "shadow", "off")
 OUTPUT_KINDS = ("probability", "logit")
+log = logging.getLogger(__name__)
 PALETTE = ("#7c3aed", "#db2777", "#0891b2", "#65a30d", "#dc2626", "#4b5563")
 
 
@@ -251,8 +253,11 @@ def _installed(models_dir: Path, roles: dict[str, dict[str, str]], taken: set[st
             continue
         state = roles.get(folder.name, {})
         version = state.get("version") if state.get("version") in versions else versions[-1]
-        card = _read_json(folder / version / "card.json")
-        entries.append(entry_from_card({}, card, folder / version, state.get("role", "shadow")))
+        try:
+            card = _read_json(folder / version / "card.json")
+            entries.append(entry_from_card({}, card, folder / version, state.get("role", "shadow")))
+        except (CatalogueError, KeyError, TypeError, ValueError) as error:  # one bad folder must not hide the rest
+            log.error("model folder %s left out of the catalogue: %s", folder / version, error)
     return entries
 
 

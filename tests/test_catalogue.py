@@ -152,3 +152,14 @@ def test_paired_auc_and_agreement_match_their_definitions() -> None:
     assert shared["same_label"] == pytest.approx(np.mean(np.array(labels) == np.array(reference_labels)))
     assert shared["mean_abs_difference"] == pytest.approx(np.abs(shadow - reference).mean())
     assert paired_auc(np.ones(5, dtype=int), shadow[:5], reference[:5])["auc"] is None
+
+
+def test_a_broken_installed_card_is_left_out_and_the_rest_still_serves(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    install(model_folder(tmp_path / "ok") / "model.onnx", card(), models_dir)
+    broken = models_dir / "broken" / "v1"
+    broken.mkdir(parents=True)
+    (broken / "card.json").write_text(json.dumps({"name": "broken"}))  # no version
+    catalogue = load_catalogue(models_dir)
+    assert "broken" not in catalogue.names and "third" in catalogue.names
+    assert catalogue.served_names == ("cnn", "unet", "ensemble")

@@ -64,7 +64,11 @@ def _image(row) -> dict[str, Any]:
 
 def set_role(name: str, role: str, version: str | None = None) -> dict[str, Any]:
     """Change a model's role as the request's admin, recorded in the catalogue's history and the audit log; the
-    caller commits. A change the catalogue refuses is a 409 saying why."""
+    caller commits. An unknown model is a 404; a change the catalogue refuses is a 409 saying why."""
+    try:
+        get_catalogue().entry(name)
+    except CatalogueError as error:
+        abort(404, str(error))
     try:
         record = change_role(get_settings().models_dir, name, role, g.user.username, version)
     except CatalogueError as error:
