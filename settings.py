@@ -34,7 +34,6 @@ class Settings:
     batch_size: int = 32
     max_file_mb: int = 64
     deidentify: bool = True  # DICOM on ingest: PS3.15 Basic Profile on the stored copy, only a pseudonym in the DB
-    served_models: tuple[str, ...] = ("cnn", "unet")
     visibility_timeout: int = 3600  # seconds before Redis itself hands out again a message a vanished worker took
     sweep_interval: int = 30  # seconds between recovery sweeps
     stuck_after: int = 60  # seconds an image may wait with no live message before the sweep sends it again
@@ -125,6 +124,11 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Models a site installs (`python -m models.install`) and the catalogue's roles (models/catalogue.py)."""
+        return self.home / "models"
 
     @property
     def onnx_cache_dir(self) -> Path:

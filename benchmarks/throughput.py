@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from benchmarks import corpus as corpora
 from benchmarks import raw, stages
+from models.catalogue import load_catalogue
 from models.registry import input_spec
 from settings import Settings
 from worker.reading import decode_threads
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         "--chunk-mb", type=int, default=64, help="MB per upload request, at most (the server takes up to 96 by default)"
     )
     parser.add_argument("--no-eager", action="store_true", help="skip the eager Keras pass of the raw path")
-    parser.add_argument("--models", default=",".join(settings.served_models))
+    served = [e.name for e in load_catalogue(settings.models_dir).to_run if e.runtime == "keras-weights"]
+    parser.add_argument("--models", default=",".join(served), help="built-in models (default: the served ones)")
     parser.add_argument("--runtime", default=settings.runtime, help="the compiled runtime for the raw path")
     parser.add_argument("--batch-size", type=int, default=settings.batch_size, help="as RADBATCH_BATCH_SIZE")
     parser.add_argument("--single", type=int, default=10, help="single-image jobs to time")

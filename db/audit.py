@@ -32,6 +32,8 @@ ACTIONS = (
     "drift.view",  # drift monitoring's daily summaries of all (or one job's) predicted images
     "job.cancel",
     "job.purge",
+    "model.role",
+    "model.compare",
 )
 SYSTEM_ACTOR = "system"  # the retention schedule and other unattended work
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     select,
     true,
 )
@@ -221,7 +222,8 @@ def split_notes(text: str | None) -> list[str]:
 
 
 class Prediction(Base):
-    """One model's output for one image; `ensemble` is stored as a model of its own."""
+    """One served model's output for one image; an ensemble is stored as a model of its own. `headline` marks the
+    row of the catalogue's headline model (models/catalogue.py), the one a study's result is taken from."""
 
     __tablename__ = "predictions"
     __table_args__ = (
@@ -239,6 +241,7 @@ class Prediction(Base):
     # the disease rate probability and threshold are expressed at (RADBATCH_PREVALENCE, else the model's trained
     # one); None for predictions stored before it was recorded
     prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    headline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")
@@ -261,7 +264,7 @@ def outputs_by_image(
             "threshold": row.threshold,
             "prevalence": row.prevalence,
             "model_version": row.model_version,
-        }
+        } | ({"headline": row.headline} if key.key == "model_name" else {})
     return found
 
 

@@ -1,9 +1,10 @@
 """Study-level results: a DICOM study's images (grouped by StudyInstanceUID) and one result for the study.
 
-The study probability is the ensemble's probability of disease, the MAXIMUM over the study's predicted FRONTAL
+The study probability is the headline model's (the catalogue's, models/catalogue.py: the ensemble as shipped; the
+worker marks its rows `headline`) probability of disease, the MAXIMUM over the study's predicted FRONTAL
 (PA/AP, or no view recorded) images: a study is as suspicious as its most suspicious frontal image. Lateral and
 oblique views are predicted and listed, flagged, but never counted, because the models were trained on frontal
-views. The study label compares that maximum with the ensemble's threshold (the one the image of the maximum was
+views. The study label compares that maximum with the headline model's threshold (the one the image of the maximum was
 scored with). Findings are the served (validated) ones the worker stored, each the maximum over the same frontal
 images, present when at or above its own threshold.
 """
@@ -23,10 +24,9 @@ from db.reviews import latest_reviews
 from dicomio.checks import LATERAL_VIEWS, OBLIQUE_VIEWS
 from dicomio.deidentify import accession_pseudonym
 
-STUDY_MODEL = "ensemble"
 OUTPUT_CHUNK = 500
 METHOD = (
-    "the maximum of the ensemble's probability of disease over the study's predicted frontal (PA/AP) images; "
+    "the maximum of the headline model's probability of disease over the study's predicted frontal (PA/AP) images; "
     "lateral and oblique views are shown but not counted (the models were trained on frontal views)"
 )
 NON_FRONTAL_NOTES = ("lateral view", "oblique view")
@@ -105,7 +105,7 @@ def study_results_of_job(session: Session, job_id: int) -> dict[str, tuple[float
         select(Image.study_instance_uid, Image.view_position, Image.notes)
         .add_columns(Prediction.probability, Prediction.threshold)
         .join(Prediction, Prediction.image_id == Image.id)
-        .where(Image.job_id == job_id, Image.status == ImageStatus.done, Prediction.model_name == STUDY_MODEL)
+        .where(Image.job_id == job_id, Image.status == ImageStatus.done, Prediction.headline.is_(True))
         .where(Image.study_instance_uid.is_not(None))
     )
     best: dict[str, tuple[float, float]] = {}
@@ -170,20 +170,26 @@ def summarise(
     }
 
 
+def _headline_name(predictions: dict[int, dict[str, dict]], image: Image) -> str | None:
+    return next((name for name, p in predictions.get(image.id, {}).items() if p.get("headline")), None)
+
+
 def _ensemble(predictions: dict[int, dict[str, dict]], image: Image) -> dict[str, Any] | None:
-    return predictions.get(image.id, {}).get(STUDY_MODEL)
+    """The image's headline prediction (the row the worker marked), if any."""
+    name = _headline_name(predictions, image)
+    return predictions[image.id][name] if name else None
 
 
 def _study_result(frontal: list[Image], predictions: dict[int, dict[str, dict]], images: list[Image]) -> dict[str, Any]:
     excluded = [image.id for image in images if not is_frontal(image)]
     if not frontal:
         reason = "no frontal image has been predicted yet" if any(map(is_frontal, images)) else "no frontal image"
-        return {"model": STUDY_MODEL, "probability": None, "label": None, "method": METHOD, "reason": reason}
+        return {"model": None, "probability": None, "label": None, "method": METHOD, "reason": reason}
     top = max(frontal, key=lambda image: _ensemble(predictions, image)["probability"])
     best = _ensemble(predictions, top)
     label = "disease" if best["probability"] >= best["threshold"] else "healthy"
     return {
-        "model": STUDY_MODEL,
+        "model": _headline_name(predictions, top),
         "model_version": best["model_version"],
         "probability": best["probability"],
         "threshold": best["threshold"],

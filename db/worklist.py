@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.jobs import visible_jobs
 from db.models import Image, ImageStatus, Job, Prediction, User
 from db.reviews import latest_reviews
-from db.studies import STUDY_MODEL, frontal_view
+from db.studies import frontal_view
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class WorklistFilter:
 
 
 def worklist(session: Session, user: User, flt: WorklistFilter) -> list[dict[str, Any]]:
-    ensemble = and_(Prediction.image_id == Image.id, Prediction.model_name == STUDY_MODEL)
+    ensemble = and_(Prediction.image_id == Image.id, Prediction.headline.is_(True))
     query = (
         select(Image.job_id, Image.study_instance_uid, Image.status, Image.view_position, Image.notes)
         .add_columns(Image.accession_number, Image.study_date, Job.name, Prediction.probability, Prediction.threshold)

@@ -239,15 +239,15 @@ def build_sr(source: Dataset, results: Iterable[ModelResult | tuple], device_nam
     results = [ModelResult(*result) for result in results]
     if not results:
         raise ValueError("a structured report needs at least one model result")
-    headline = next((r for r in results if r.name == "ensemble"), results[-1])
+    headline = results[-1]  # ordered_results puts the headline model last
     return build_study_sr([ImageEvidence(source, results)], StudyResult(headline, SINGLE_IMAGE_METHOD), device_name)
 
 
 def ordered_results(predictions: Iterable[Any]) -> list[ModelResult]:
-    """Prediction rows (`model_name`, `model_version`, `probability`, `label`, `threshold`) in the one order every
-    report lists them: the CNN, the U-Net, any other model by name, and the ensemble last."""
-    first = {"cnn": 0, "unet": 1, "ensemble": 3}
-    ordered = sorted(predictions, key=lambda p: (first.get(p.model_name, 2), p.model_name))
+    """Prediction rows (`model_name`, `model_version`, `probability`, `label`, `threshold`, `headline`) in the one
+    order every report lists them, whichever path builds it (download or forwarding: the SR's UID depends on it): by
+    model name, with the headline model's row (the ensemble as shipped; models/catalogue.py) last."""
+    ordered = sorted(predictions, key=lambda p: (bool(getattr(p, "headline", False)), p.model_name))
     return [ModelResult(p.model_name, p.model_version, p.probability, p.label, p.threshold) for p in ordered]
 
 
@@ -268,7 +268,7 @@ def image_report(stored: Path | BinaryIO, predictions: Iterable[Any], notes: Seq
     if not results:
         return None
     header = read_header(stored)
-    headline = next((r for r in results if r.name == "ensemble"), results[-1])
+    headline = results[-1]
     evidence = [ImageEvidence(header, results, list(notes))]
     return checked(build_study_sr, evidence, StudyResult(headline, SINGLE_IMAGE_METHOD))
 

@@ -29,10 +29,10 @@ from PIL import Image
 FEATURE_PREFIX = "features_"  # output names of the maps that feed each GAP: features_0, features_1, ...
 DISEASE_OUTPUT = "disease"
 
-# The dense head after the pooled features, per model: the activations of its Dense layers, in order, with the
-# final sigmoid counted as linear (Grad-CAM takes the logit). These layers' kernels and biases are the last
-# arrays of the model's weights file (Keras stores weights in layer order and the head comes last).
-HEADS: dict[str, tuple[str, ...]] = {"cnn": ("linear",), "unet": ("relu", "linear")}
+# A model's dense head after the pooled features is catalogue data (`heatmap_head` in models/weights/catalogue.json):
+# the activations of its Dense layers, in order, with the final sigmoid counted as linear (Grad-CAM takes the
+# logit). These layers' kernels and biases are the last arrays of the model's weights file (Keras stores weights in
+# layer order and the head comes last).
 
 
 class HeatmapError(ValueError):
@@ -68,9 +68,9 @@ class DenseHead:
         return gradient
 
 
-def read_head(name: str, weights_path: Path) -> DenseHead:
-    """The model's dense head from its weights file (see HEADS), in float64."""
-    activations = HEADS[name]
+def read_head(activations: tuple[str, ...], weights_path: Path) -> DenseHead:
+    """A model's dense head with these activations (its catalogue `heatmap_head`) from its weights file, in
+    float64."""
     with np.load(weights_path) as archive:
         count = len(archive.files)
         tail = [archive[f"arr_{i}"].astype(np.float64) for i in range(count - 2 * len(activations), count)]
@@ -78,7 +78,7 @@ def read_head(name: str, weights_path: Path) -> DenseHead:
     for i, (kernel, bias) in enumerate(zip(kernels, biases)):
         following = kernels[i + 1].shape[0] if i + 1 < len(kernels) else 1
         if kernel.ndim != 2 or bias.shape != (kernel.shape[1],) or kernel.shape[1] != following:
-            raise HeatmapError(f"{weights_path} does not end in the dense head expected for {name!r}")
+            raise HeatmapError(f"{weights_path} does not end in a dense head of {len(activations)} layers")
     return DenseHead(kernels, biases, activations)
 
 
@@ -122,10 +122,10 @@ def heatmaps(outputs: dict[str, np.ndarray], head: DenseHead, side: int) -> np.n
     return np.stack([combine([level[i] for level in levels], side) for i in range(len(levels[0]))])
 
 
-def feature_map_outputs(name: str, keras_model: Any) -> dict[str, Any]:
-    """For a model in HEADS, the feature map that feeds each GAP of its head, as "features_<i>" (in the order the
-    head concatenates them): the extra outputs its served form has (models.architectures.with_pooled_features)."""
-    if name not in HEADS:
+def feature_map_outputs(has_heatmaps: bool, keras_model: Any) -> dict[str, Any]:
+    """For a model with heat maps, the feature map that feeds each GAP of its head, as "features_<i>" (in the order
+    the head concatenates them): the extra outputs its served form has (models.architectures.with_pooled_features)."""
+    if not has_heatmaps:
         return {}
     return {f"{FEATURE_PREFIX}{i}": tensor for i, tensor in enumerate(gap_inputs(keras_model.outputs[0]))}
 

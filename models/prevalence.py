@@ -22,8 +22,10 @@ from models.calibration import logit
 
 def card_prevalence(card: dict) -> float:
     """The disease rate a model's calibrated probabilities reflect: that of the images its calibration was fitted
-    on (recorded by training.recalibrate), else its validation split's."""
-    if "prevalence" in card.get("calibration", {}):
+    on (recorded by training.recalibrate), else its validation split's; an installed model's card states it."""
+    if "prevalence" in card:
+        return float(card["prevalence"])
+    if "prevalence" in (card.get("calibration") or {}):
         return float(card["calibration"]["prevalence"])
     split = card["data"]["splits"]["validation"]
     return split["disease"] / split["images"]

@@ -1,12 +1,13 @@
-"""Load a trained model by name, with its version, decision threshold, calibration and card.
+"""Load a catalogue model (models/catalogue.py) by name, with its version, decision threshold, calibration and card.
 
-Each model lives in `models/weights/<name>/`:
+Each built-in model lives in `models/weights/<name>/`:
   card.json   metadata: version, architecture, input size/channels, threshold, calibration, metrics
   card.md     the human-readable model card
   weights.npz the Keras weights, stored as float16 to keep the file small
 
 The ensemble (`models/weights/ensemble.json`: version and members) averages the members' logits, each
-relative to its own threshold (see `Ensemble`); its threshold follows from theirs.
+relative to its own threshold (models.ensemble); its threshold follows from theirs. A model a site installed
+(`python -m models.install`) is an ONNX file with its card, run on ONNX Runtime whatever RADBATCH_RUNTIME says.
 
 Only `load_model` imports TensorFlow (or, for the ONNX runtime with its file already built, only ONNX
 Runtime); reading cards does not. How a loaded model runs is `models.runtime`'s business (RADBATCH_RUNTIME).
@@ -15,7 +16,6 @@ Runtime); reading cards does not. How a loaded model runs is `models.runtime`'s 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,15 +23,21 @@ from typing import Any, Callable
 import numpy as np
 
 from models import gradcam
-from models.calibration import PlattScaling, logit
-from models.prevalence import card_prevalence, mean_logit_rate
-from models.runtime import Runner, make_runner
+from models.calibration import PlattScaling
+from models.catalogue import BUILTIN_LIST, ModelEntry
+from models.ensemble import Ensemble
+from models.prevalence import card_prevalence
+from models.runtime import Runner, make_runner, onnx_runner
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MODEL_NAMES = ("cnn", "unet", "seed-cnn", "seed-unet")
-ENSEMBLE_MEMBERS = ("cnn", "unet")
+_BUILTIN = {m["name"]: m for m in json.loads(BUILTIN_LIST.read_text())["models"]}
+MODEL_NAMES = tuple(name for name, m in _BUILTIN.items() if m["runtime"] == "keras-weights")  # trainable here
+_ENSEMBLE_FILE = WEIGHTS_DIR / "ensemble.json"
+# the built-in ensemble's members (training and its tests); the worker takes them from the catalogue entry
+ENSEMBLE_MEMBERS = tuple(json.loads(_ENSEMBLE_FILE.read_text())["members"]) if _ENSEMBLE_FILE.is_file() else ()
 DISEASE_OUTPUT = gradcam.DISEASE_OUTPUT  # in a model with several outputs, the one holding the disease probability
 FEATURES_OUTPUT = "pooled_features"  # the input of the final Dense layer, read by the per-finding heads
+__all__ = ["Ensemble", "LoadedModel", "load_entry", "load_model", "read_card"]
 
 
 class ModelNotTrainedError(FileNotFoundError):
@@ -41,20 +47,15 @@ class ModelNotTrainedError(FileNotFoundError):
 def builder(name: str) -> Callable[..., Any]:
     from models import architectures
 
-    builders = {
-        "cnn": architectures.build_cnn,
-        "unet": architectures.build_unet,
-        "seed-cnn": architectures.build_seed_cnn,
-        "seed-unet": architectures.build_seed_unet,
-    }
-    if name not in builders:
+    if name not in MODEL_NAMES:
         raise KeyError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    return builders[name]
+    return getattr(architectures, f"build_{name.replace('-', '_')}")
 
 
 def input_spec(name: str) -> tuple[int, int]:
-    """(size, channels) of a model's input."""
-    return (128, 3) if name.startswith("seed-") else (128, 1)
+    """(size, channels) of a built-in model's input, from its catalogue entry."""
+    size = _BUILTIN[name]["input"]
+    return int(size["size"]), int(size["channels"])
 
 
 def read_card(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -69,6 +70,11 @@ def read_ensemble(weights_dir: Path = WEIGHTS_DIR) -> dict:
     if not path.exists():
         raise ModelNotTrainedError(f"no ensemble settings at {path}")
     return json.loads(path.read_text())
+
+
+def heatmap_head(name: str) -> tuple[str, ...]:
+    """A built-in model's dense head activations (catalogue `heatmap_head`); () without heat maps."""
+    return tuple(_BUILTIN.get(name, {}).get("heatmap_head", ()))
 
 
 def save_weights(model, path: Path) -> None:
@@ -91,6 +97,8 @@ class LoadedModel:
     channels: int
     card: dict
     runner: Runner
+    output_kind: str = "probability"  # what the disease output holds: probability | logit (catalogue `output`)
+    output_name: str = ""  # that output's name; "": DISEASE_OUTPUT if the model has it, else its first output
     keras_model: Any = None  # None when the ONNX runtime loaded a cached file without building the Keras model
     head: gradcam.DenseHead | None = None  # the dense head after the pooled features, for Grad-CAM
 
@@ -107,10 +115,12 @@ class LoadedModel:
         return self.runner(batch)
 
     def raw_probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Uncalibrated disease probabilities from `predict_all`'s outputs: the output named DISEASE_OUTPUT if
-        the model has one, else its first output."""
+        """Uncalibrated disease probabilities from `predict_all`'s outputs: the card's output, else the one named
+        DISEASE_OUTPUT if the model has one, else its first output (a logit output goes through the sigmoid)."""
         names = self.runner.output_names
-        return outputs[DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0]].reshape(-1)
+        name = self.output_name or (DISEASE_OUTPUT if DISEASE_OUTPUT in names else names[0])
+        values = outputs[name].reshape(-1)
+        return 1.0 / (1.0 + np.exp(-values)) if self.output_kind == "logit" else values
 
     def predict_raw(self, batch: np.ndarray) -> np.ndarray:
         """Uncalibrated disease probabilities for a batch shaped (n, size, size, channels)."""
@@ -167,7 +177,7 @@ def keras_with_weights(name: str, weights_dir: Path = WEIGHTS_DIR):
     from models.architectures import with_pooled_features
 
     keras_model = trained_keras(name, weights_dir)
-    return with_pooled_features(keras_model, gradcam.feature_map_outputs(name, keras_model))
+    return with_pooled_features(keras_model, gradcam.feature_map_outputs(bool(heatmap_head(name)), keras_model))
 
 
 def load_model(
@@ -183,7 +193,8 @@ def load_model(
     runner, keras_model = make_runner(
         runtime, lambda: keras_with_weights(name, weights_dir), weights_dir / name / "weights.npz", cache_dir, threads
     )
-    head = gradcam.read_head(name, weights_dir / name / "weights.npz") if name in gradcam.HEADS else None
+    activations = heatmap_head(name)
+    head = gradcam.read_head(activations, weights_dir / name / "weights.npz") if activations else None
     return LoadedModel(
         name=name,
         version=card["version"],
@@ -198,60 +209,23 @@ def load_model(
     )
 
 
-@dataclass(frozen=True)
-class Ensemble:
-    """The members' logits, each relative to its own threshold, averaged.
-
-    probability = sigmoid(mean of the members' logit(p)), threshold = sigmoid(mean of their logit(threshold)),
-    so the ensemble says disease exactly when mean(logit p_m − logit t_m) ≥ 0: when every member is on the
-    same side of its own threshold, the ensemble is too; it only decides between members that disagree.
-    The threshold is derived from the members' (read from their cards), never tuned on its own.
-    """
-
-    version: str
-    member_thresholds: Mapping[str, float]
-    members: tuple[str, ...] = ENSEMBLE_MEMBERS
-    member_prevalences: Mapping[str, float] | None = None  # each member's trained prevalence (models.prevalence)
-
-    @classmethod
-    def load(cls, weights_dir: Path = WEIGHTS_DIR) -> Ensemble:
-        data = read_ensemble(weights_dir)
-        members = tuple(data["members"])
-        cards = {m: read_card(m, weights_dir) for m in members}
-        return cls(
-            version=data["version"],
-            member_thresholds={m: float(cards[m]["threshold"]) for m in members},
-            members=members,
-            member_prevalences={m: card_prevalence(cards[m]) for m in members},
-        )
-
-    @property
-    def threshold(self) -> float:
-        return mean_logit_rate(self.member_thresholds[m] for m in self.members)
-
-    @property
-    def trained_prevalence(self) -> float:
-        """The prevalence its probabilities reflect: the members' by the same rule as the threshold."""
-        return mean_logit_rate((self.member_prevalences or {})[m] for m in self.members)
-
-    def combine(self, member_probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
-        z = np.mean([logit(member_probabilities[m]) for m in self.members], axis=0)
-        return 1.0 / (1.0 + np.exp(-z))
-
-    def margin(self, member_probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
-        """mean(logit p_m − logit t_m): ≥ 0 is disease."""
-        return np.mean(
-            [logit(member_probabilities[m]) - logit(self.member_thresholds[m]) for m in self.members], axis=0
-        )
-
-    def labels(self, member_probabilities: Mapping[str, np.ndarray]) -> list[str]:
-        """The ensemble's labels: the members' own when they all agree (what the margin gives, stated so that
-        no rounding at a threshold can flip it), else the sign of the margin."""
-        votes = np.array([np.atleast_1d(member_probabilities[m]) >= self.member_thresholds[m] for m in self.members])
-        disease = np.where(
-            votes.all(axis=0) | ~votes.any(axis=0), votes[0], np.atleast_1d(self.margin(member_probabilities)) >= 0
-        )
-        return ["disease" if d else "healthy" for d in disease]
-
-    def label(self, probability: float) -> str:
-        return "disease" if probability >= self.threshold else "healthy"
+def load_entry(
+    entry: ModelEntry, runtime: str = "onnx", cache_dir: Path | None = None, threads: int = 0
+) -> LoadedModel:
+    """A catalogue entry ready to predict: a built-in model on `runtime`, an installed ONNX model on ONNX Runtime."""
+    if entry.runtime == "keras-weights":
+        return load_model(entry.name, entry.folder, runtime, cache_dir, threads)
+    if entry.runtime != "onnx":
+        raise ValueError(f"model {entry.name!r}: runtime {entry.runtime!r} cannot be loaded as a single model")
+    return LoadedModel(
+        name=entry.name,
+        version=entry.version,
+        threshold=entry.threshold,
+        calibration=PlattScaling.from_dict(entry.calibration),
+        input_size=entry.input_size,
+        channels=entry.channels,
+        card=entry.card,
+        runner=onnx_runner(entry.path, threads),
+        output_kind=entry.output,
+        output_name=entry.output_name,
+    )

@@ -45,6 +45,7 @@ class Runner:
     output_names: tuple[str, ...]
     run: Callable[[np.ndarray], dict[str, np.ndarray]]
     device: str = "cpu"
+    session: Any = None  # the ONNX Runtime session, on that runtime (its inputs' and outputs' shapes)
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.run(np.ascontiguousarray(batch, dtype=np.float32))
@@ -110,7 +111,7 @@ def onnx_session(path: Path, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _onnx_runner(path: Path, threads: int) -> Runner:
+def onnx_runner(path: Path, threads: int) -> Runner:
     session = onnx_session(path, threads)
     input_name = session.get_inputs()[0].name
     names = tuple(output.name for output in session.get_outputs())
@@ -119,7 +120,7 @@ def _onnx_runner(path: Path, threads: int) -> Runner:
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(None, {input_name: batch})))
 
-    return Runner("onnx", names, run, device)
+    return Runner("onnx", names, run, device, session)
 
 
 def make_runner(
@@ -137,7 +138,7 @@ def make_runner(
         if cache_dir is None:
             raise RuntimeChoiceError("the onnx runtime needs a cache folder for its exported files")
         path, keras_model = onnx_export.cached_export(build_keras, weights_path, cache_dir, probe, onnx_session)
-        return _onnx_runner(path, threads), keras_model
+        return onnx_runner(path, threads), keras_model
     keras_model = build_keras()
     _, names = probe(keras_model)
     return _tensorflow_runner(keras_model, names, runtime), keras_model

@@ -36,6 +36,7 @@ def predict(sessions: sessionmaker[Session], job_id: int, scores: dict[str, tupl
                     Prediction(
                         image_id=ids[path],
                         model_name=name,
+                        headline=name == "ensemble",  # the worker marks the headline model's row
                         model_version=f"{name}-test",
                         probability=p,
                         label=label,

@@ -191,12 +191,12 @@ def test_settings_read_every_field_from_its_environment_variable(tmp_path: Path)
     environ = {
         "RADBATCH_HOME": str(tmp_path),
         "RADBATCH_BATCH_SIZE": "8",
-        "RADBATCH_SERVED_MODELS": "cnn, unet",
+        "RADBATCH_DICOM_ALLOWED_AETS": "PACS1, PACS2",
         "RADBATCH_REDIS_URL": "redis://example:1/0",
         "RADBATCH_STUCK_AFTER": "12",
     }
     settings = Settings.from_env(environ)
-    assert (settings.home, settings.batch_size, settings.served_models) == (tmp_path, 8, ("cnn", "unet"))
+    assert (settings.home, settings.batch_size, settings.dicom_allowed_aets) == (tmp_path, 8, ("PACS1", "PACS2"))
     assert (settings.effective_redis_url, settings.stuck_after) == ("redis://example:1/0", 12)
     assert settings.database_url == f"sqlite:///{tmp_path / 'radbatch.db'}"
     assert Settings.from_env({"RADBATCH_HOME": str(tmp_path)}) == Settings(home=tmp_path)

@@ -89,6 +89,7 @@ def test_forward_image_sends_the_sr_of_a_predicted_dicom(tmp_path: Path, receive
                     Prediction(
                         image_id=image.id,
                         model_name=model,
+                        headline=model == "ensemble",  # the worker marks the headline model's row
                         model_version=f"{model}-1",
                         probability=probability,
                         label=label,

@@ -80,6 +80,7 @@ def test_the_forwarding_task_sends_one_secondary_capture_per_heat_map(tmp_path: 
                 Prediction(
                     image_id=image.id,
                     model_name=model,
+                    headline=model == "ensemble",  # the worker marks the headline model's row
                     model_version=f"{model}-1",
                     probability=0.7,
                     label="disease",

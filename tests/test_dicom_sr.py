@@ -12,7 +12,16 @@ import pytest
 from pydicom import uid
 
 from dicomio.deidentify import deidentify
-from dicomio.sr import ImageEvidence, ModelResult, StudyFinding, StudyResult, build_sr, build_study_sr, sr_bytes
+from dicomio.sr import (
+    ImageEvidence,
+    ModelResult,
+    StudyFinding,
+    StudyResult,
+    build_sr,
+    build_study_sr,
+    ordered_results,
+    sr_bytes,
+)
 from tests.conftest import skip_or_fail
 from tests.dicom_corpus import image_dataset
 from tests.dicom_network_helpers import evidence_uids
@@ -150,3 +159,23 @@ def test_dciodvfy_and_dsrdump_find_no_error_in_the_study_report(tmp_path: Path) 
     dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
     assert dump.returncode == 0 and dump.stderr == "", dump.stderr
     assert '="Research use only, not for ...">' in dump.stdout  # dsrdump shortens long text
+
+
+def test_every_report_path_orders_the_models_alike_with_the_headline_last() -> None:
+    """The download and the forwarded SR take their rows in different orders; the SR (and its UID) must not differ.
+    A model the catalogue added sorts by name; the row the worker marked headline comes last."""
+    from types import SimpleNamespace
+
+    def row(name: str, headline: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(
+            model_name=name,
+            model_version=f"{name}-1",
+            probability=0.6,
+            label="disease",
+            threshold=0.5,
+            headline=headline,
+        )
+
+    rows = [row("unet"), row("ensemble", headline=True), row("third"), row("cnn")]
+    first, second = ordered_results(rows), ordered_results(list(reversed(rows)))
+    assert [r.name for r in first] == [r.name for r in second] == ["cnn", "third", "unet", "ensemble"]

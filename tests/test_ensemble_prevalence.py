@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.prevalence import PriorShift, card_prevalence, mean_logit_rate
-from models.registry import ENSEMBLE_MEMBERS, Ensemble, read_card, read_ensemble
+from models.registry import ENSEMBLE_MEMBERS, WEIGHTS_DIR, Ensemble, read_card, read_ensemble
 from settings import Settings, SettingsError
 
 RNG_SEED = 20261126
@@ -31,7 +31,7 @@ def test_the_ensemble_never_contradicts_two_agreeing_members() -> None:
     agreeing = 0
     for _ in range(200):
         probabilities, thresholds = _random_members(rng, 500)
-        ensemble = Ensemble(version="test", member_thresholds=thresholds)
+        ensemble = Ensemble(version="test", member_thresholds=thresholds, members=ENSEMBLE_MEMBERS)
         labels = np.array(ensemble.labels(probabilities))
         votes = {m: np.where(probabilities[m] >= thresholds[m], "disease", "healthy") for m in ENSEMBLE_MEMBERS}
         agree = votes["cnn"] == votes["unet"]
@@ -46,7 +46,7 @@ def test_the_ensemble_never_contradicts_two_agreeing_members() -> None:
 
 def test_two_members_that_agree_on_disease_outweigh_a_high_combined_threshold() -> None:
     """The old rule's failure: both members say disease, but the mean probability sat below a tuned 0.813."""
-    ensemble = Ensemble(version="test", member_thresholds={"cnn": 0.693, "unet": 0.663})
+    ensemble = Ensemble(version="test", member_thresholds={"cnn": 0.693, "unet": 0.663}, members=("cnn", "unet"))
     members = {"cnn": np.array([0.70]), "unet": np.array([0.70])}
     assert ensemble.labels(members) == ["disease"] and ensemble.combine(members)[0] >= ensemble.threshold
     assert ensemble.threshold == pytest.approx(mean_logit_rate([0.693, 0.663]))
@@ -54,7 +54,7 @@ def test_two_members_that_agree_on_disease_outweigh_a_high_combined_threshold() 
 
 
 def test_the_committed_ensemble_derives_its_threshold_from_the_member_cards() -> None:
-    ensemble, written = Ensemble.load(), read_ensemble()
+    ensemble, written = Ensemble.load(WEIGHTS_DIR), read_ensemble()
     cards = {m: read_card(m) for m in ensemble.members}
     assert ensemble.member_thresholds == {m: cards[m]["threshold"] for m in ensemble.members}
     assert written["member_thresholds"] == ensemble.member_thresholds  # the file's record matches the cards

@@ -11,7 +11,7 @@ import pytest
 
 from dicomio.read import decode_dicom
 from models.preprocess import decode_image, preprocess
-from models.registry import Ensemble, load_model
+from models.registry import WEIGHTS_DIR, Ensemble, load_model
 from tests.dicom_corpus import image_dataset
 from tests.test_preprocess import ORIGINALS, SUBSET, needs_shared_data
 
@@ -26,7 +26,7 @@ def models():
 def probabilities(models, gray: np.ndarray) -> dict[str, np.ndarray]:
     """Every model's and the ensemble's calibrated probability for a stack of 128 x 128 gray inputs."""
     result = {name: m.predict(np.repeat(gray[..., None], m.channels, axis=-1)) for name, m in models.items()}
-    result["ensemble"] = Ensemble.load().combine(result)
+    result["ensemble"] = Ensemble.load(WEIGHTS_DIR).combine(result)
     return result
 
 

@@ -194,6 +194,7 @@ def _finish_with_predictions(web_db, job_id: int) -> None:
                     dict(
                         image_id=image.id,
                         model_name=name,
+                        headline=name == "ensemble",  # as the worker marks the headline model's row
                         model_version="v1",
                         probability=p,
                         label=label,
@@ -218,7 +219,7 @@ def test_results_filters_sorting_and_pages(web_client, web_token, web_db):
     first = get("per_page=3")
     assert (first["total"], first["pages"], len(first["results"])) == (4, 2, 3)
     prediction = first["results"][0]["predictions"]["cnn"]
-    assert set(prediction) == {"probability", "label", "threshold", "prevalence", "model_version"}
+    assert set(prediction) == {"probability", "label", "threshold", "prevalence", "model_version", "headline"}
     assert set(first["results"][0]["predictions"]) == {"cnn", "unet", "ensemble"}
     assert len(get("per_page=3&page=2")["results"]) == 1
     assert [r["path"] for r in get("sort=path")["results"]] == ["s/a.png", "s/b.png", "s/c.png", "s/d.png"]

@@ -77,6 +77,7 @@ def test_csv_export(web_client, web_auth, web_token, web_db):
             insert(Prediction),
             [
                 dict(image_id=image_id, model_name=m, model_version="v2", probability=p, label=lab, threshold=0.5)
+                | dict(headline=m == "ensemble")  # the worker marks the headline model's row
                 for m, p, lab in (("cnn", 0.8, "disease"), ("unet", 0.4, "healthy"), ("ensemble", 0.6, "disease"))
             ],
         )
@@ -149,6 +150,7 @@ def big_job(web_db) -> int:
                     dict(
                         image_id=first_id + i,
                         model_name=name,
+                        headline=name == "ensemble",
                         model_version="v1",
                         probability=p,
                         label="disease" if p >= 0.5 else "healthy",
@@ -206,7 +208,7 @@ def test_the_job_page_and_csv_show_every_threshold_and_the_prevalence(web_client
             insert(Prediction),
             [
                 dict(image_id=image_id, model_name=m, model_version="v3", probability=p, label="disease")
-                | dict(threshold=t, prevalence=0.2)
+                | dict(threshold=t, prevalence=0.2, headline=m == "ensemble")
                 for m, (p, t) in served.items()
             ],
         )

@@ -47,6 +47,7 @@ def seeded(
                         Prediction(
                             image_id=image.id,
                             model_name="ensemble",
+                            headline=True,  # the worker marks the headline model's row
                             model_version="e1",
                             probability=probability,
                             label=label,

@@ -46,6 +46,7 @@ def predicted_study(web_client, web_token, web_db) -> int:
                     Prediction(
                         image=image,
                         model_name=model,
+                        headline=model == "ensemble",  # the worker marks the headline model's row
                         model_version=f"{model}-1",
                         probability=probability,
                         label=label,

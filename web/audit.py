@@ -67,9 +67,9 @@ def audit_query(args: Mapping[str, str]) -> tuple[dict[str, Any], PageArgs]:
     return filters, page_args(args, default_per_page=100)
 
 
-def require_admin(user: User | None) -> User:
+def require_admin(user: User | None, what: str = "the audit log") -> User:
     if user is None or not user.is_admin:
-        abort(403, "the audit log is for administrators")
+        abort(403, f"{what} is for administrators")
     return user
 
 

@@ -21,13 +21,12 @@ from ingest.labels import store_labels
 from models.metrics import binary_metrics
 from models.operating_point import confusion_counts, roc_points, threshold_for_sensitivity
 from web.audit import audit
-from web.extensions import get_db
+from web.extensions import get_catalogue, get_db
 from web.results import show_unvalidated_findings
 from web.roc_chart import draw_roc
 
 TARGET_SENSITIVITY = 0.9
 LISTED = 1000  # at most this many unmatched rows and unlabelled images are listed; the counts are always exact
-MODEL_ORDER = ("cnn", "unet", "ensemble")
 
 
 def _finite(value: Any) -> Any:
@@ -94,9 +93,11 @@ def compute(session: Session, job: Job, label_set: LabelSet) -> tuple[dict[str, 
     by_model: dict[str, list[tuple[int, float, float, str]]] = {}
     for model, label, probability, threshold, version in scored_labels(session, job.id):
         by_model.setdefault(model, []).append((label, probability, threshold, version))
-    names = [m for m in MODEL_ORDER if m in by_model] + sorted(set(by_model) - set(MODEL_ORDER))
+    catalogue = get_catalogue()
+    order = catalogue.served_names  # the catalogue's served models first, then any that served this job before
+    names = [m for m in order if m in by_model] + sorted(set(by_model) - set(order))
     models, curves = {}, {}
-    for name in names or list(MODEL_ORDER):
+    for name in names or list(order):
         models[name], curve = _model_metrics(by_model.get(name, []), label_set.matched)
         if curve is not None:
             curves[name] = curve
@@ -108,7 +109,7 @@ def compute(session: Session, job: Job, label_set: LabelSet) -> tuple[dict[str, 
         "findings": _finding_metrics(session, job),
         "findings_note": "per finding: images with a 0/1 label in that column and a predicted probability",
     }
-    return _finite(evaluation), draw_roc(curves, TARGET_SENSITIVITY)
+    return _finite(evaluation), draw_roc(curves, TARGET_SENSITIVITY, {name: catalogue.colour(name) for name in curves})
 
 
 def _key(job: Job, label_set: LabelSet) -> str:

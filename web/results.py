@@ -1,4 +1,8 @@
-"""A job's per-image results: filtering, sorting and pagination in SQL, predictions for a page in one query."""
+"""A job's per-image results: filtering, sorting and pagination in SQL, predictions for a page in one query.
+
+Which models there are is the catalogue's (models/catalogue.py): the filters and the CSV columns follow its served
+models, whatever they are called; shadow models never appear here (their rows are in another table).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from sqlalchemy.orm import Session, aliased
 
 from db.findings import findings_for
 from db.models import Image, ImageStatus, Prediction, outputs_by_image
-from web.extensions import get_settings
+from models.catalogue import Catalogue
+from web.extensions import get_catalogue, get_settings
 from web.query_args import PageArgs, choice, enum_choice, flag
 
-MODELS = ("cnn", "unet", "ensemble")
 LABELS = ("healthy", "disease")
 SORTS = ("id", "path", "probability")
 MAX_QUERY = 200
@@ -28,19 +32,20 @@ _CSV_CHUNK = 1000
 class ResultFilter:
     status: ImageStatus | None = None
     label: str | None = None
-    model: str = "ensemble"  # whose label `label` filters on and whose probability `sort=probability` uses
-    disagree: bool = False  # CNN and U-Net labels differ
+    model: str = ""  # whose label `label` filters on and whose probability `sort=probability` uses ("": headline)
+    disagree: bool = False  # the members of the served ensemble disagree (any two of their labels differ)
     sort: str = "id"
     order: str = "asc"
     q: str = ""  # a substring of the path, case-insensitive
     study: str = ""  # a DICOM StudyInstanceUID: only that study's images
+    members: tuple[str, ...] = ()  # the served ensemble's members, for `disagree` (from the catalogue)
 
     def as_args(self) -> dict[str, str]:
         """The non-default values, as query-string arguments (for links and the CSV export)."""
         args = {
             "status": self.status.value if self.status else "",
             "label": self.label or "",
-            "model": "" if self.model == "ensemble" else self.model,
+            "model": self.model,
             "disagree": "1" if self.disagree else "",
             "sort": "" if self.sort == "id" else self.sort,
             "order": "" if self.order == "asc" else self.order,
@@ -57,11 +62,14 @@ def search_text(args: Mapping[str, str]) -> str:
     return q
 
 
-def parse_filter(args: Mapping[str, str]) -> ResultFilter:
+def parse_filter(args: Mapping[str, str], catalogue: Catalogue | None = None) -> ResultFilter:
+    catalogue = catalogue or get_catalogue()
+    ensemble = catalogue.ensemble
     return ResultFilter(
         status=enum_choice(args, "status", ImageStatus),
         label=choice(args, "label", LABELS, None),
-        model=choice(args, "model", MODELS, "ensemble") or "ensemble",
+        model=choice(args, "model", catalogue.served_names, "") or "",
+        members=ensemble.members if ensemble else (),
         disagree=flag(args, "disagree"),
         sort=choice(args, "sort", SORTS, "id") or "id",
         order=choice(args, "order", ("asc", "desc"), "asc") or "asc",
@@ -88,20 +96,25 @@ def _filtered(job_id: int, flt: ResultFilter) -> Select:
     if flt.label is not None:
         labelled = aliased(Prediction)
         query = query.where(
-            exists().where(labelled.image_id == Image.id, labelled.model_name == flt.model, labelled.label == flt.label)
+            exists().where(labelled.image_id == Image.id, _whose(labelled, flt), labelled.label == flt.label)
         )
     if flt.disagree:
-        cnn, unet = aliased(Prediction), aliased(Prediction)
+        one, other = aliased(Prediction), aliased(Prediction)
         query = query.where(
             exists().where(
-                cnn.image_id == Image.id,
-                cnn.model_name == "cnn",
-                unet.image_id == Image.id,
-                unet.model_name == "unet",
-                cnn.label != unet.label,
+                one.image_id == Image.id,
+                one.model_name.in_(flt.members),
+                other.image_id == Image.id,
+                other.model_name.in_(flt.members),
+                one.label != other.label,
             )
         )
     return query
+
+
+def _whose(prediction: Any, flt: ResultFilter) -> Any:
+    """The prediction row `model=` names, or the headline row when it names none."""
+    return prediction.model_name == flt.model if flt.model else prediction.headline.is_(True)
 
 
 def _ordered(query: Select, flt: ResultFilter) -> Select:
@@ -110,7 +123,7 @@ def _ordered(query: Select, flt: ResultFilter) -> Select:
         return query.order_by(Image.path.desc() if descending else Image.path, Image.id)
     if flt.sort == "probability":
         sort_by = aliased(Prediction)
-        query = query.outerjoin(sort_by, and_(sort_by.image_id == Image.id, sort_by.model_name == flt.model))
+        query = query.outerjoin(sort_by, and_(sort_by.image_id == Image.id, _whose(sort_by, flt)))
         probability = sort_by.probability.desc() if descending else sort_by.probability
         return query.order_by(sort_by.probability.is_(None), probability, Image.id)  # unscored images last
     return query.order_by(Image.id.desc() if descending else Image.id)
@@ -229,9 +242,12 @@ DICOM_CSV_COLUMNS = ["study_instance_uid", "accession_number", "view_position"]
 # db/studies.py: the maximum of the ensemble over frontal views; db/reviews.py: the newest review of the study
 STUDY_CSV_COLUMNS = ["study_probability", "study_label", "review_verdict", "review_label", "review_comment"]
 PREDICTION_CSV_FIELDS = ("probability", "label", "threshold", "prevalence", "model_version")
-CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS] + [
-    f"{model}_{field}" for model in MODELS for field in PREDICTION_CSV_FIELDS
-]
+CSV_HEADER = ["image_id", "path", "filename", "status", "error", "notes", *DICOM_CSV_COLUMNS, *STUDY_CSV_COLUMNS]
+
+
+def csv_header(models: Sequence[str]) -> list[str]:
+    """CSV_HEADER, then `<model>_<field>` for each served model (the catalogue's order) and PREDICTION_CSV_FIELDS."""
+    return CSV_HEADER + [f"{model}_{field}" for model in models for field in PREDICTION_CSV_FIELDS]
 
 
 def csv_lines(
@@ -239,21 +255,23 @@ def csv_lines(
     findings: Sequence[str] = (),
     unvalidated: Sequence[str] = (),
     studies: Mapping[str, tuple] | None = None,
+    models: Sequence[str] = (),
 ) -> Iterator[str]:
-    """The CSV: CSV_HEADER, then one `finding_<name>` probability column per finding (db.findings's
-    job_finding_names: every finding shown for any image of the job); a finding in `unvalidated` (shown only
-    when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed `finding_<name>_not_validated`. `studies` gives each
-    study's STUDY_CSV_COLUMNS cells (db/studies.py: study_cells_of_job), repeated on every image of the study."""
+    """The CSV: `csv_header(models)` (the served models, web.extensions.get_catalogue), then one `finding_<name>`
+    probability column per finding (db.findings's job_finding_names: every finding shown for any image of the
+    job); a finding in `unvalidated` (shown only when RADBATCH_SHOW_UNVALIDATED_FINDINGS is on) is headed
+    `finding_<name>_not_validated`. `studies` gives each study's STUDY_CSV_COLUMNS cells (db/studies.py:
+    study_cells_of_job), repeated on every image of the study."""
     studies = studies or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = [f"finding_{name}" + ("_not_validated" if name in unvalidated else "") for name in findings]
-    writer.writerow(CSV_HEADER + columns)
+    writer.writerow(csv_header(models) + columns)
     for count, row in enumerate(rows, start=1):
         cells = [row["id"], row["path"], row["filename"], row["status"], row["error"] or "", "; ".join(row["notes"])]
         cells += [row[column] or "" for column in DICOM_CSV_COLUMNS]
         cells += list(studies.get(row["study_instance_uid"] or "", ("",) * len(STUDY_CSV_COLUMNS)))
-        for model in MODELS:
+        for model in models:
             prediction = row["predictions"].get(model, {})
             cells += [_blank_if_none(prediction.get(key, "")) for key in PREDICTION_CSV_FIELDS]
         cells += [row["findings"].get(name, {}).get("probability", "") for name in findings]

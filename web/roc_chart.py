@@ -10,17 +10,21 @@ import io
 
 import numpy as np
 
-COLOURS = {"cnn": "#2563eb", "unet": "#d97706", "ensemble": "#16a34a"}
 
-
-def draw_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float, tuple[float, float]]], target: float) -> str:
-    """One ROC curve per model (false positive rate, sensitivity, AUC, operating point at the served threshold)."""
+def draw_roc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float, tuple[float, float]]],
+    target: float,
+    colours: dict[str, str] | None = None,
+) -> str:
+    """One ROC curve per model (false positive rate, sensitivity, AUC, operating point at the served threshold), in
+    each model's colour from the catalogue (`colours`)."""
+    colours = colours or {}
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5.2, 5), dpi=100)
     axes = figure.subplots()
     for name, (fpr, tpr, auc, (op_fpr, op_tpr)) in curves.items():
-        colour = COLOURS.get(name)
+        colour = colours.get(name)
         axes.plot(fpr, tpr, color=colour, lw=1.8, label=f"{name}  AUC {auc:.3f}")
         axes.plot([op_fpr], [op_tpr], "o", color=colour, ms=6)
     axes.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#9ca3af")

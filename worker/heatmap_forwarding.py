@@ -18,7 +18,7 @@ from dicomio.forward import c_store, parse_destination
 from dicomio.heatmap_sc import MAX_SIDE, heatmap_sc, overlay
 from dicomio.read import DicomError, read_header
 from formats import read_upload
-from models.gradcam import HEADS
+from models.catalogue import load_catalogue
 from models.preprocess import ImageDecodeError, to_gray
 from settings import Settings
 from storage import names, storage_for
@@ -39,7 +39,8 @@ def heatmap_datasets(session: Session, settings: Settings, image_id: int) -> Ite
 def _of_image(settings: Settings, image: Image) -> Iterator[Dataset]:
     store = storage_for(settings)
     versions = {p.model_name: p.model_version for p in image.predictions}
-    maps = [(model, names.heatmap(image.id, model)) for model in HEADS if model in versions]
+    served = load_catalogue(settings.models_dir).heatmap_models
+    maps = [(model, names.heatmap(image.id, model)) for model in served if model in versions]
     maps = [(model, name) for model, name in maps if store.exists(name)]
     if not maps:
         return

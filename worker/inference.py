@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 from db.findings import FindingPrediction
 from db.jobs import refresh_job
 from db.models import Image, ImageStatus, Job, JobStatus, Prediction, join_notes, split_notes, utcnow
+from db.shadow import ShadowPrediction
 from models.drift import input_statistics
 from models.findings import FindingHeads
 from models.registry import Ensemble, LoadedModel
@@ -58,16 +59,18 @@ def predict_batch(
     session: Session,
     image_ids: list[int],
     models: Mapping[str, LoadedModel],
-    ensemble: Ensemble,
+    ensemble: Ensemble | None,
     settings: Settings,
     findings: FindingHeads | None = None,
+    shadow: Mapping[str, LoadedModel] | None = None,
+    headline: str = "",
 ) -> BatchOutcome:
     """Predict `image_ids` and stage the results in `session` (the caller commits).
 
     Expects a session with nothing else pending: it ends its read-only transaction before the
     slow part, so no lock or snapshot is held while the models run.
     """
-    missing = set(ensemble.members) - set(models)
+    missing = set(ensemble.members if ensemble else ()) - set(models)
     if missing:
         raise ValueError(f"the ensemble needs models that are not loaded: {', '.join(sorted(missing))}")
     outcome = BatchOutcome()
@@ -77,7 +80,7 @@ def predict_batch(
         return outcome
 
     without_heatmaps = {image.id for image in todo if not image.job.heatmaps}  # read before the rollback expires it
-    decoded, errors = read_images(todo, models, settings)  # in the decoding threads; bad files get their error
+    decoded, errors = read_images(todo, {**models, **(shadow or {})}, settings)  # bad files get their error
     ingest_notes = {image.id: split_notes(image.notes) for image in todo}
     session.rollback()  # end the read-only transaction before the slow part
 
@@ -85,7 +88,15 @@ def predict_batch(
         found.notes = ingest_notes.get(image_id, []) + found.notes  # join_notes drops the repeats
     keep_outputs = len(without_heatmaps) < len(todo)
     scores = score(
-        models, ensemble, decoded, errors, findings, keep_outputs=keep_outputs, prevalence=settings.prevalence
+        models,
+        ensemble,
+        decoded,
+        errors,
+        findings,
+        keep_outputs=keep_outputs,
+        prevalence=settings.prevalence,
+        shadow=shadow,
+        headline=headline,
     )
     if scores.outputs:
         with metrics.batch_stage("heatmaps"):
@@ -146,6 +157,7 @@ def _store(
     _write_columns(session, [i for i in sorted(jobs) if i in decoded], decoded)
     _insert_rows(session, Prediction, ["image_id", "model_name"], scores.predictions, outcome.done)
     _insert_rows(session, FindingPrediction, ["image_id", "finding"], scores.findings, outcome.done)
+    _insert_rows(session, ShadowPrediction, ["image_id", "model_name", "model_version"], scores.shadow, outcome.done)
     for job_id in sorted(set(jobs.values())):
         refresh_job(session, job_id)
     session.flush()

@@ -62,7 +62,8 @@ def metrics() -> SimpleNamespace:
         batch_stage=Histogram(
             "radbatch_worker_batch_stage_seconds",
             "Wall seconds of a batch in a stage (queue_wait: since its newest image was uploaded; read_all: every "
-            "image read, decoded and preprocessed; inference: all served models; heatmaps: Grad-CAM drawn and written; "
+            "image read, decoded and preprocessed; inference: all served models; shadow: the shadow models (only when "
+            "one is installed); heatmaps: Grad-CAM drawn and written; "
             "db_write: the SQL statements; "
             "commit: the transaction's commit; total: the whole task)",
             ["stage"],

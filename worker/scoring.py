@@ -1,4 +1,5 @@
-"""Run the served models, the ensemble and the per-finding heads on a batch of decoded images and shape the rows.
+"""Run the served models, the ensemble, the shadow models and the per-finding heads on a batch of decoded images
+and shape the rows. Shadow rows are kept apart (`Scores.shadow`): they go to their own table, never to results.
 
 The findings heads read each feature model's `pooled_features`, and the heat maps (worker.heatmaps) the feature
 maps of the models that have them, from the same forward pass as its disease probability: no second run of any
@@ -22,8 +23,6 @@ from worker.reading import Decoded
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_NAME = "ensemble"
-
 
 @dataclass
 class ModelOutputs:
@@ -36,6 +35,7 @@ class Scores:
     predictions: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per model + ensemble
     findings: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per finding head
     outputs: dict[str, ModelOutputs] = field(default_factory=dict)  # by model: every output, if kept for heat maps
+    shadow: dict[int, list[dict]] = field(default_factory=dict)  # by image id: one row per shadow model
 
 
 def _stack(model: LoadedModel, ids: list[int], decoded: dict[int, Decoded]) -> np.ndarray:
@@ -89,6 +89,30 @@ def _row(
     }
 
 
+def _model_rows(i: int, models: Mapping[str, LoadedModel], outputs: dict[str, dict], prevalence: float | None):
+    rows = []
+    for name, model in models.items():
+        p = outputs[name][i][0]
+        shift = PriorShift.to(prevalence, model.trained_prevalence)
+        rows.append(_row(i, name, model.version, p, model.label(p), model.threshold, shift))
+    return rows
+
+
+def _shadow_rows(
+    shadow: Mapping[str, LoadedModel], decoded: dict[int, Decoded], ok: list[int], prevalence: float | None
+) -> dict[int, list[dict]]:
+    """Each shadow model on the batch, timed as the `shadow` stage; a shadow model failing fails no image."""
+    found: dict[int, list[dict]] = {}
+    with metrics.batch_stage("shadow"):
+        for name, model in shadow.items():
+            errors: dict[int, str] = {}
+            ids, raw = _run(model, ok, decoded, errors)
+            probabilities = _probabilities(model, ids, raw)
+            for i in ids:
+                found.setdefault(i, []).extend(_model_rows(i, {name: model}, {name: probabilities}, prevalence))
+    return found
+
+
 def _finding_rows(
     heads: FindingHeads, outputs: dict[str, dict], ids: list[int], prevalence: float | None
 ) -> dict[int, list[dict]]:
@@ -103,40 +127,45 @@ def _finding_rows(
 
 def score(
     models: Mapping[str, LoadedModel],
-    ensemble: Ensemble,
+    ensemble: Ensemble | None,
     decoded: dict[int, Decoded],
     errors: dict[int, str],
     findings: FindingHeads | None = None,
     keep_outputs: bool = False,
     prevalence: float | None = None,
+    shadow: Mapping[str, LoadedModel] | None = None,
+    headline: str = "",
 ) -> Scores:
-    """Prediction rows (one per model plus the ensemble) and finding rows by image id; a model failure goes
-    into `errors`. Findings need every one of the heads' feature models among `models`. With `keep_outputs`,
-    every output of the models that have heat maps is kept for them. Probabilities and thresholds of models,
-    ensemble and findings are shifted to `prevalence` (None: each one's trained prevalence)."""
+    """Prediction rows (one per served model plus the ensemble, if one is served) and finding rows by image id; a
+    model failure goes into `errors`. Findings need every one of the heads' feature models among `models`. With
+    `keep_outputs`, every output of the models that have heat maps is kept for them. Probabilities and thresholds
+    of models, ensemble and findings are shifted to `prevalence` (None: each one's trained prevalence). The row of
+    `headline` (default: the ensemble's) is marked as the study-level one. `shadow` models' rows go to
+    `Scores.shadow`."""
     ok = [i for i in decoded if i not in errors]
     scores = Scores()
     outputs: dict[str, dict] = {}
+    headline = headline or (ensemble.name if ensemble else "")
     with metrics.batch_stage("inference"):
         for name, model in models.items():
             ids, found = _run(model, ok, decoded, errors)
             outputs[name] = _probabilities(model, ids, found)
             if keep_outputs and model.has_heatmaps and ids:
                 scores.outputs[name] = ModelOutputs(ids, found)
-    shifts = {name: PriorShift.to(prevalence, model.trained_prevalence) for name, model in models.items()}
-    ensemble_shift = PriorShift.to(prevalence, ensemble.trained_prevalence)
+    ensemble_shift = PriorShift.to(prevalence, ensemble.trained_prevalence) if ensemble else None
     for i in ok:
         if i in errors:
             continue
-        per_model = {name: outputs[name][i][0] for name in models}
-        rows = [
-            _row(i, name, models[name].version, p, models[name].label(p), models[name].threshold, shifts[name])
-            for name, p in per_model.items()
-        ]
-        members = {m: np.array([per_model[m]]) for m in ensemble.members}
-        p, label = float(ensemble.combine(members)[0]), ensemble.labels(members)[0]
-        rows.append(_row(i, ENSEMBLE_NAME, ensemble.version, p, label, ensemble.threshold, ensemble_shift))
+        rows = _model_rows(i, models, outputs, prevalence)
+        if ensemble is not None and ensemble_shift is not None:
+            members = {m: np.array([outputs[m][i][0]]) for m in ensemble.members}
+            p, label = float(ensemble.combine(members)[0]), ensemble.labels(members)[0]
+            rows.append(_row(i, ensemble.name, ensemble.version, p, label, ensemble.threshold, ensemble_shift))
+        for row in rows:
+            row["headline"] = row["model_name"] == headline
         scores.predictions[i] = rows
+    if shadow:
+        scores.shadow = _shadow_rows(shadow, decoded, list(scores.predictions), prevalence)
     if findings is not None and set(findings.feature_models) <= set(models):
         scores.findings = _finding_rows(findings, outputs, list(scores.predictions), prevalence)
     return scores

@@ -21,6 +21,7 @@ from web.api import (  # noqa: E402,F401  (registers routes)
     health,
     images,
     jobs,
+    models,
     monitoring,
     openapi,
     reports,

@@ -13,12 +13,11 @@ from PIL import Image as PILImage
 from db.models import ImageStatus
 from dicomio.read import REDUCING_GAP
 from formats import read_upload
-from models.gradcam import HEADS
 from models.preprocess import MAX_WORKING_SIDE, ImageDecodeError, to_gray
 from storage import names, storage_for
 from web.access import visible_image_or_404
 from web.api import bp
-from web.extensions import get_settings
+from web.extensions import get_catalogue, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def heatmap(image_id: int):
     image = visible_image_or_404(image_id)
     settings = get_settings()
     model = request.args.get("model", "")
-    with_maps = [name for name in settings.served_models if name in HEADS]
+    with_maps = get_catalogue().heatmap_models
     if model not in with_maps:
         abort(404, f"no heat maps for model {model!r}; choose model= from {', '.join(with_maps) or 'none'}")
     if not image.job.heatmaps:

@@ -94,7 +94,7 @@ def review_study(study_instance_uid: str):
 
 
 def _study_label(counted) -> str | None:
-    scores = [p for image in counted for p in image.predictions if p.model_name == "ensemble"]
+    scores = [p for image in counted for p in image.predictions if p.headline]
     if not scores:
         return None
     top = max(scores, key=lambda p: p.probability)

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from web.dashboard import monitoring_views, site_views, views  # noqa: E402,F401  (registers the routes on bp)
+from web.dashboard import model_views, monitoring_views, site_views, views  # noqa: E402,F401  (registers the routes on bp)

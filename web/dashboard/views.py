@@ -29,7 +29,7 @@ from storage import names, storage_for
 from web.access import job_or_404
 from web.auth.identity import current_user, login_or_token_required, login_required
 from web.dashboard import bp
-from web.extensions import get_db, get_settings
+from web.extensions import get_catalogue, get_db, get_settings
 from web.query_args import enum_choice, page_args
 from web.results import (
     csv_lines,
@@ -67,6 +67,7 @@ def _results_context(job: Job) -> dict:
     sizes = sorted({*PAGE_SIZES, page.per_page})
     args = flt.as_args()
     context = {"job": job, "flt": flt, "args": args, "page_sizes": sizes, "studies": None, "study_method": STUDY_METHOD}
+    context["catalogue"] = get_catalogue()
     images, total = page_of_images(db, job.id, flt, page)
     context["has_studies"] = bool(flt.study) or any(image.study_instance_uid for image in images)
     if context["has_studies"] and not args:
@@ -118,7 +119,10 @@ def export_csv(job_id: int):
     findings = job_finding_names(get_db(), found.id, include_unvalidated=show_unvalidated_findings())
     unvalidated = sorted(set(findings) - set(job_finding_names(get_db(), found.id)))
     studies = study_cells_of_job(get_db(), found.id)
-    lines = stream_with_context(csv_lines(iter_results(get_db(), found.id, flt), findings, unvalidated, studies))
+    served = get_catalogue().served_names
+    lines = stream_with_context(
+        csv_lines(iter_results(get_db(), found.id, flt), findings, unvalidated, studies, served)
+    )
     return Response(
         lines,
         mimetype="text/csv",

@@ -9,7 +9,7 @@
   if (!dialog || !results || !window.OpenSeadragon) return;
   const $ = (id) => document.getElementById(id);
   const fill = (template, values) => template.replace(/\{(\w+)\}/g, (_, key) => encodeURIComponent(values[key]));
-  const MODEL_ORDER = ["cnn", "unet", "ensemble"];
+  const MODEL_ORDER = (dialog.dataset.models || "").split(",").filter(Boolean); // the catalogue's served models
   const state = { rows: [], index: 0, page: 1, pages: 1, perPage: 50, total: 0 };
   let viewer = null;
   let heatmaps = {}; // model -> object URL of the current image's heat map

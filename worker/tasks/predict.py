@@ -45,7 +45,14 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     try:
         with session_scope(sessions) as session:
             outcome = inference.predict_batch(
-                session, claim.run, loaded.models, loaded.ensemble, settings, loaded.findings
+                session,
+                claim.run,
+                loaded.models,
+                loaded.ensemble,
+                settings,
+                loaded.findings,
+                shadow=loaded.shadow,
+                headline=loaded.headline,
             )
             commit_clock = metrics.Clock(process=True)
     except StorageUnavailable as error:  # the images are fine: wait for the store, then the sweep takes over
