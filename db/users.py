@@ -57,9 +57,13 @@ def end_sessions(user: User) -> None:
     user.session_version = (user.session_version or 0) + 1
 
 
+TOKEN_PREFIX = "rb_"
+
+
 def add_token(session: Session, user: User, name: str = "", token: str | None = None) -> str:
     """Create an API token for `user` and return it; it cannot be shown again."""
-    token = token or secrets.token_urlsafe(32)
+    # "rb_" first: a URL-safe token may start with "-", which a command line (`--token -x...`) reads as an option
+    token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), name=name))
     session.flush()
     return token

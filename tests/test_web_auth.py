@@ -99,3 +99,15 @@ def test_cannot_revoke_another_users_token(web_client, web_auth, web_token, web_
     web_auth.login("alice")
     response = web_client.post("/account/tokens/1/revoke", data={"csrf_token": web_auth.csrf_token("/upload")})
     assert response.status_code == 404
+
+
+def test_no_api_token_starts_like_a_command_line_option(web_db):
+    """A URL-safe token may start with "-", which `radbatch ... --token -x...` would read as an option."""
+    from db.models import User
+    from db.session import session_scope
+    from db.users import add_token
+
+    with session_scope(web_db) as session:
+        user = session.query(User).filter_by(username="alice").one()
+        tokens = [add_token(session, user, name=f"t{n}") for n in range(200)]
+    assert not [token for token in tokens if token.startswith("-")]

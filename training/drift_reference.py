@@ -70,6 +70,7 @@ def build_reference(data_dir: Path, split_file: Path, weights_dir: Path = WEIGHT
         "split_file": split_file.name,
         "n": len(records),
         "model_versions": versions,
+        "members": list(ensemble.members),  # the models whose disagreement is watched
         "prevalences": prevalences,  # each model's trained one: the prevalence its probabilities above are at
         "values": values,
         "rates": {name: round(rate, DECIMALS) for name, rate in rates.items()},

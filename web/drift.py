@@ -36,7 +36,7 @@ GAUGES = {
 
 
 def _members(reference: dict) -> list[str]:
-    return [name for name in reference["model_versions"] if name != "ensemble"]
+    return list(reference["members"])
 
 
 def _probability(fact: ImageFacts, model: str, reference: dict) -> float:
