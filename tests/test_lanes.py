@@ -64,6 +64,12 @@ def test_a_predict_task_sent_without_a_queue_is_normal_on_the_first_shard(redis_
     client.delete(*predict_lists())
 
 
+@pytest.mark.parametrize("path", ["docker-compose.yml", "Dockerfile", "docs/hosts.md"])
+def test_every_worker_command_line_names_every_shard(path: str) -> None:
+    text = (services.REPO_ROOT / path).read_text()
+    assert f"-Q {WORKER_QUEUES} " in text or f'"-Q", "{WORKER_QUEUES}"' in text
+
+
 class Probe:
     def __init__(self, app: Celery, client: redis.Redis, process, log: Path) -> None:
         self.app, self.client, self.process, self.log = app, client, process, log
@@ -77,8 +83,10 @@ class Probe:
         return [json.loads(raw) for raw in self.client.lrange(lane_probe.ORDER_KEY, 0, -1)]
 
     def wait_taken(self, count: int, timeout: float = 60) -> list[dict]:
-        what = f"the worker to take {count} messages"
-        services.wait_for(lambda: self.client.llen(lane_probe.ORDER_KEY) >= count, timeout, what, self.process, self.log)
+        def enough() -> bool:
+            return self.client.llen(lane_probe.ORDER_KEY) >= count
+
+        services.wait_for(enough, timeout, f"the worker to take {count} messages", self.process, self.log)
         return self.taken()
 
     def reset(self) -> None:
