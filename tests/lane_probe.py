@@ -21,7 +21,7 @@ from settings import Settings
 
 ORDER_KEY = "lane-probe:order"
 READY_KEY = "lane-probe:ready"
-STEP_S = 0.1
+STEP_S = 0.15
 RETRY_ID = 999_999
 
 settings = Settings.from_env()

@@ -118,7 +118,8 @@ def test_an_urgent_batch_is_taken_before_a_waiting_normal_backlog(probe: Probe) 
     running = len(probe.wait_taken(2))  # the worker is busy with the backlog
     urgent = probe.send(user=1, lane="urgent", first_id=5000, batches=1)  # the same user's shard, another lane
     order = [entry["ids"][0] for entry in probe.wait_taken(len(backlog) + 1)]
-    assert order.index(urgent[0]) <= running + 1, f"urgent taken at {order.index(urgent[0])} of {order}"
+    # Next, or after one or two more normal batches if this machine is slow to send it (not after the 30).
+    assert order.index(urgent[0]) <= running + 3, f"urgent taken at {order.index(urgent[0])} of {order}"
     assert sorted(order) == backlog + urgent
 
 
@@ -130,10 +131,11 @@ def test_another_users_batches_take_turns_with_a_backlog_in_the_same_lane(probe:
     taken = probe.wait_taken(len(backlog) + len(small))
     order = [entry["ids"][0] for entry in taken]
     positions = [order.index(i) for i in small]
-    # Round robin over the two busy shards: at most one backlog batch between two of the small job's batches.
-    assert positions[-1] <= running + 2 * len(small) + 1, f"the small job was taken at {positions} of {len(order)}"
-    assert all(b - a <= 2 for a, b in zip(positions, positions[1:])), positions
-    assert order[-1] == backlog[-1] and len(order) - positions[-1] > 25  # the backlog goes on long after
+    # Round robin over the two busy shards: one backlog batch between two of the small job's batches (a little
+    # more if this machine is slow to send them), where FIFO would put all five after the 40.
+    assert positions[-1] <= running + 2 * len(small) + 3, f"the small job was taken at {positions} of {len(order)}"
+    assert all(b - a <= 3 for a, b in zip(positions, positions[1:])), positions
+    assert order[-1] == backlog[-1] and len(order) - positions[-1] > 20  # the backlog goes on long after
     queues = {(entry["ids"][0] >= 2000, entry["queue"], entry["priority"]) for entry in taken}
     assert queues == {(False, "radbatch-u1", LANES["normal"]), (True, "radbatch-u2", LANES["normal"])}
 
