@@ -1,5 +1,5 @@
 """A Celery worker app with radbatch's queue contract (broker.make_celery: the queues, lanes, transport options,
-prefetch 1) whose predict task records what it was given instead of predicting, for tests/test_fair_lanes.py:
+prefetch 1) whose predict task records what it was given instead of predicting, for tests/test_lanes.py:
 
     celery -A tests.lane_probe worker -Q <broker.WORKER_QUEUES> --pool prefork --concurrency 1
 
