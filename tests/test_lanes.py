@@ -28,13 +28,18 @@ from listener.jobs import aet_priority
 from settings import Settings
 from tests import lane_probe, services
 
-LANE_REDIS_DB = 10  # apart from the other tests' databases (0, 11-14)
+LANE_REDIS_DB = 10  # apart from the other tests' databases (11-14) and db 0, where the end-to-end worker takes tasks
 
 
-def test_each_job_goes_to_its_owners_shard_with_its_lanes_priority(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+@pytest.fixture(scope="module")
+def lane_redis_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{LANE_REDIS_DB}"
+
+
+def test_each_job_goes_to_its_owners_shard_with_its_lanes_priority(lane_redis_url: str) -> None:
+    client = redis.Redis.from_url(lane_redis_url)
     client.delete(*predict_lists())
-    app = make_celery(Settings(redis_url=redis_url))
+    app = make_celery(Settings(redis_url=lane_redis_url))
     options = app.conf.broker_transport_options
     assert options["queue_order_strategy"] == "round_robin"
     assert options["priority_steps"] == [LANES["urgent"], LANES["normal"], LANES["bulk"]] == [0, 3, 6]
@@ -55,10 +60,10 @@ def test_each_job_goes_to_its_owners_shard_with_its_lanes_priority(redis_url: st
     client.delete(*predict_lists())
 
 
-def test_a_predict_task_sent_without_a_queue_is_normal_on_the_first_shard(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+def test_a_predict_task_sent_without_a_queue_is_normal_on_the_first_shard(lane_redis_url: str) -> None:
+    client = redis.Redis.from_url(lane_redis_url)
     client.delete(*predict_lists())
-    make_celery(Settings(redis_url=redis_url)).send_task("radbatch.predict_batch", args=[[8]])
+    make_celery(Settings(redis_url=lane_redis_url)).send_task("radbatch.predict_batch", args=[[8]])
     assert [name for name in predict_lists() if client.llen(name)] == ["radbatch-u0\x06\x163"]
     assert [m.image_ids for m in queued_messages(client)] == [(8,)]
     client.delete(*predict_lists())
@@ -94,8 +99,8 @@ class Probe:
 
 
 @pytest.fixture(scope="module")
-def probe(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{LANE_REDIS_DB}"
+def probe(lane_redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
+    url = lane_redis_url
     client = redis.Redis.from_url(url)
     client.flushdb()
     home = tmp_path_factory.mktemp("lane-probe")
