@@ -27,4 +27,4 @@ COPY . .
 RUN useradd --create-home --uid 1000 radbatch && mkdir -p /data && chown radbatch /data
 USER radbatch
 EXPOSE 9540
-CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "radbatch-urgent,radbatch,radbatch-bulk,radbatch-notify", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"]
+CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "radbatch-u0,radbatch-u1,radbatch-u2,radbatch-u3,radbatch-u4,radbatch-u5,radbatch-u6,radbatch-u7,radbatch-notify", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"]

@@ -1,11 +1,15 @@
-"""Fair lanes, measured: with a large bulk job running, how long a 1-image urgent job and a 10-image normal job of
-another user wait until they are predicted (p50 and p95 over --tries). Against a running radbatch:
+"""Fair lanes, measured. Against a running radbatch, two cases, each with a large job of one user running:
 
-    .venv/bin/python -m benchmarks.lanes --url http://127.0.0.1:5000 --token BULK_TOKEN --other-token OTHER_TOKEN
+1. the large job in the bulk lane: the wait of a 1-image urgent job and of a 10-image normal job of another user;
+2. the large job in the normal lane (the same lane): the wait of a 10-image normal job of another user, who takes
+   turns with it batch by batch (user shard queues, docs/hosts.md "Lanes").
 
-The bulk job (--bulk images, 128-px PNGs made here) is sent with priority=bulk by the first token; then, one try at
-a time, an urgent 1-image job and a normal 10-image job by the other token. The goal (issue 15): each waits at most
-one batch time plus 1 s. It cancels the bulk job at the end.
+    RADBATCH_ADMIN_TOKEN=secret make run      # in one terminal; then two users with a token each
+    .venv/bin/python -m benchmarks.lanes --url http://127.0.0.1:5000 --token BIG_TOKEN --other-token OTHER_TOKEN
+
+The large job (--big images, 128-px PNGs made here) is sent by the first token; then, one try at a time, the other
+token's jobs; a wait is from the start of the upload until the job is done, p50 and p95 over --tries. The goal
+(issue 15): each waits at most one batch time plus 1 s. Each large job is cancelled when its case is measured.
 """
 
 from __future__ import annotations
@@ -57,10 +61,10 @@ class Client:
         raise TimeoutError(f"job {job_id} not finished after {timeout:.0f} s")
 
 
-def send_bulk(client: Client, images: int, chunk: int) -> int:
-    job_id = client.create([], "bulk", is_open=True)
+def send_big(client: Client, images: int, chunk: int, lane: str) -> int:
+    job_id = client.create([], lane, is_open=True)
     for start in range(0, images, chunk):
-        client.add(job_id, [(f"bulk/{i}.png", png(i)) for i in range(start, min(images, start + chunk))])
+        client.add(job_id, [(f"{lane}/{i}.png", png(i)) for i in range(start, min(images, start + chunk))])
     client.http.post(f"{client.base}/jobs/{job_id}/close", timeout=30).raise_for_status()
     return job_id
 
@@ -69,35 +73,50 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def measure(big: Client, other: Client, lane: str, small: tuple[str, ...], args: argparse.Namespace) -> dict:
+    """With a large `lane` job of `big` running, the waits of `other`'s small jobs (`small`: their lanes)."""
+    big_id = send_big(big, args.big, args.chunk, lane)
+    waits: dict[str, list[float]] = {name: [] for name in small}
+    seed = {"bulk": 10**6, "normal": 2 * 10**6}[lane]
+    try:
+        for attempt in range(args.tries):
+            if big.job(big_id)["status"] != "running" and attempt:
+                print(f"the {lane} job is no longer running after {attempt} tries; use a larger --big")
+                break
+            for name in small:
+                count = 1 if name == "urgent" else 10
+                files = [
+                    (f"{name}{attempt}-{i}.png", png(seed + 100 * attempt + 10 * len(name) + i)) for i in range(count)
+                ]
+                job_id = other.create(files, name)
+                waits[name].append(other.wait(job_id, args.timeout))
+    finally:
+        left = big.job(big_id)
+        big.http.delete(f"{big.base}/jobs/{big_id}", timeout=30)  # cancels it
+    print(f"{lane} job {big_id}: {args.big} images, {left['done']} done when measured; another user's jobs waited:")
+    for name, values in waits.items():
+        if values:
+            size = "1 image" if name == "urgent" else "10 images"
+            p50, p95 = percentile(values, 50), percentile(values, 95)
+            print(f"  {name}, {size}: n={len(values)} p50 {p50:.2f} s, p95 {p95:.2f} s")
+    return waits
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--token", required=True, help="the bulk job's user")
-    parser.add_argument("--other-token", required=True, help="another user, for the urgent and normal jobs")
-    parser.add_argument("--bulk", type=int, default=5000)
+    parser.add_argument("--token", required=True, help="the large job's user")
+    parser.add_argument("--other-token", required=True, help="another user, for the small jobs")
+    parser.add_argument("--big", type=int, default=5000, help="images in the large job")
     parser.add_argument("--tries", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--cases", default="bulk,normal", help="the large job's lanes, one case each")
     args = parser.parse_args(argv)
-    bulk, other = Client(args.url, args.token), Client(args.url, args.other_token)
-    bulk_id = send_bulk(bulk, args.bulk, args.chunk)
-    waits: dict[str, list[float]] = {"urgent, 1 image": [], "normal, 10 images": []}
-    try:
-        for attempt in range(args.tries):
-            if bulk.job(bulk_id)["status"] != "running" and attempt:
-                print(f"the bulk job is no longer running after {attempt} tries; use a larger --bulk")
-                break
-            urgent = other.create([(f"u{attempt}.png", png(10**6 + attempt))], "urgent")
-            waits["urgent, 1 image"].append(other.wait(urgent, args.timeout))
-            files = [(f"n{attempt}-{i}.png", png(2 * 10**6 + 10 * attempt + i)) for i in range(10)]
-            normal = other.create(files, "normal")
-            waits["normal, 10 images"].append(other.wait(normal, args.timeout))
-    finally:
-        bulk.http.delete(f"{bulk.base}/jobs/{bulk_id}", timeout=30)  # cancels it
-    print(f"bulk job {bulk_id}: {args.bulk} images, priority bulk; waits from upload to predicted:")
-    for name, values in waits.items():
-        if values:
-            print(f"  {name}: n={len(values)} p50 {percentile(values, 50):.2f} s, p95 {percentile(values, 95):.2f} s")
+    big, other = Client(args.url, args.token), Client(args.url, args.other_token)
+    small = {"bulk": ("urgent", "normal"), "normal": ("normal",)}
+    for lane in args.cases.split(","):
+        measure(big, other, lane, small[lane], args)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu.transport.redis import Channel as RedisChannel
 
 from settings import Settings
 
@@ -19,10 +20,43 @@ HL7_QUEUE = "radbatch-hl7"
 RETRIEVE_TASK = "radbatch.retrieve"  # studies pulled from a PACS into a job (C-MOVE / WADO-RS)
 RETRIEVE_QUEUE = "radbatch-retrieve"
 OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE, RETRIEVE_QUEUE)  # all consumed by the forwarding worker
-# Priority lanes: one queue each. Workers name them in this order (-Q) and, with the "priority" queue order,
-# always take from the first non-empty one: urgent, then normal, then bulk.
-LANES = {"urgent": "radbatch-urgent", "normal": QUEUE, "bulk": "radbatch-bulk"}
-WORKER_QUEUES = ",".join([*LANES.values(), NOTIFY_QUEUE])
+# Fair lanes, with Celery's own routing and kombu's Redis transport (no scheduler of ours):
+# - a job's lane is the *priority* of its messages. On Redis, kombu keeps one list per queue and priority step
+#   (`<queue>\x06\x16<step>`, the plain queue name for 0) and its BRPOP names every queue's priority-0 list before
+#   any priority-3 list, and so on: a worker always takes urgent (0) before normal (3) before bulk (6).
+# - fairness between users comes from USER_SHARDS predict queues: a job's batches go to its owner's shard
+#   (user id % USER_SHARDS), and workers consume every shard with the "round_robin" queue order, which moves the
+#   queue it just took from to the back. Within a lane, users on different shards take turns batch by batch.
+# Every sender and worker must agree on USER_SHARDS, so it is a constant, not a setting.
+LANES = {"urgent": 0, "normal": 3, "bulk": 6}  # lane -> message priority; lower is served first on Redis
+PRIORITY_STEPS = sorted(LANES.values())  # kombu's Redis priority lists: one per lane
+USER_SHARDS = 8
+PREDICT_QUEUES = tuple(f"radbatch-u{shard}" for shard in range(USER_SHARDS))
+QUEUE = PREDICT_QUEUES[0]  # where a predict task sent without a queue goes (normal lane): tests and hand-sent tasks
+PRIORITY_SEPARATOR = RedisChannel.sep  # "\x06\x16"
+WORKER_QUEUES = ",".join([*PREDICT_QUEUES, NOTIFY_QUEUE])  # every prediction worker's -Q
+
+
+def shard_queue(user_id: int) -> str:
+    """The predict queue of a job owned by `user_id`."""
+    return PREDICT_QUEUES[int(user_id) % USER_SHARDS]
+
+
+def lane_priority(lane: str) -> int:
+    """The message priority of a lane (an unknown lane is normal)."""
+    return LANES.get(lane, LANES["normal"])
+
+
+def redis_list(queue: str, priority: int) -> str:
+    """The Redis list kombu keeps `queue`'s messages of `priority` in."""
+    return f"{queue}{PRIORITY_SEPARATOR}{priority}" if priority else queue
+
+
+def predict_lists() -> list[str]:
+    """Every Redis list a predict message can wait in, in the order a worker's BRPOP reads them (before rotation)."""
+    return [redis_list(queue, priority) for priority in PRIORITY_STEPS for queue in PREDICT_QUEUES]
+
+
 WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
@@ -40,7 +74,7 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,  # KiB; replaced after the batch
         task_default_queue=QUEUE,
         task_routes={
-            PREDICT_TASK: {"queue": QUEUE},
+            PREDICT_TASK: {"queue": QUEUE, "priority": LANES["normal"]},  # send_batches names the shard and lane
             NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
             FORWARD_TASK: {"queue": FORWARD_QUEUE},
             FHIR_TASK: {"queue": FHIR_QUEUE},
@@ -51,7 +85,8 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
         task_time_limit=settings.task_time_limit,  # the child is killed; the sweep and attempt cap take over
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
-            "queue_order_strategy": "priority",  # the first non-empty queue of -Q first: urgent, normal, bulk
+            "priority_steps": PRIORITY_STEPS,  # urgent, normal, bulk: each lane's own list in every queue
+            "queue_order_strategy": "round_robin",  # the shard just served goes to the back: users take turns
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts

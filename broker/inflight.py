@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from broker.app import LANES, PREDICT_TASK
+from broker.app import PREDICT_TASK, predict_lists
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ def _carried(payload: dict) -> Carried | None:
 
 
 def queued_messages(client: redis.Redis) -> list[Carried]:
-    """The predict messages waiting in the queues of every lane."""
+    """The predict messages waiting in every user shard's queue, in every lane's priority list."""
     found: list[Carried] = []
-    for queue in LANES.values():
+    for queue in predict_lists():
         start = 0
         while True:
             page = client.lrange(queue, start, start + _PAGE - 1)

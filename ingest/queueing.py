@@ -46,8 +46,8 @@ def queue_pending(session: Session, client: Celery, job_id: int, batch_size: int
     session.commit()
 
     try:
-        lane = session.scalar(select(Job.priority).where(Job.id == job_id)) or "normal"
-        sent = send_batches(client, ids, batch_size, lane)
+        lane, owner = session.execute(select(Job.priority, Job.user_id).where(Job.id == job_id)).one()
+        sent = send_batches(client, ids, batch_size, lane or "normal", owner)
     except BrokerUnavailable as error:
         logger.error("job %s: %s after %d of %d images", job_id, error, error.sent, len(ids))
         set_image_status(session, ids[error.sent :], ImageStatus.queued, ImageStatus.pending)

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, text
 
-from broker import LANES
+from broker import WORKER_QUEUES
 from deploy.run import redis_server_binary
 from tests import services
 
@@ -225,7 +225,7 @@ def start_worker(env: dict[str, str], log: Path, redis_url: str, memory: MemoryC
         "worker.celery_app",
         "worker",
         "-Q",
-        ",".join(LANES.values()),
+        WORKER_QUEUES,
         "--pool",
         "prefork",
     ]

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from broker import LANES
+from broker import WORKER_QUEUES, predict_lists
 from tests.services import REPO_ROOT
 
 KUBERNETES_VERSION = "1.30.0"
@@ -29,14 +29,19 @@ def test_the_pieces_are_all_there() -> None:
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     for name in ("radbatch-worker-cpu", "radbatch-worker-gpu"):
         command = deployments[name]["spec"]["template"]["spec"]["containers"][0]["command"]
-        assert command[command.index("-Q") + 1].split(",")[:3] == list(LANES.values())
+        assert command[command.index("-Q") + 1] == WORKER_QUEUES
 
 
-def test_keda_scales_gpu_workers_on_every_lane_queue() -> None:
+def test_keda_scales_gpu_workers_on_the_sum_of_every_shard_and_lane_list() -> None:
     scaled = next(d for d in DOCUMENTS if d["kind"] == "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == "radbatch-worker-gpu"
-    lists = {t["metadata"]["listName"] for t in scaled["spec"]["triggers"] if t["type"] == "redis"}
-    assert lists == set(LANES.values())
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis"}
+    lists = [t["metadata"]["listName"] for t in triggers]
+    assert sorted(lists) == sorted(predict_lists())  # kombu's real list names, priority suffix included
+    modifier = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert sorted(modifier["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
+    assert int(modifier["target"]) > 0 and modifier["metricType"] == "AverageValue"
     auth = {d["metadata"]["name"] for d in DOCUMENTS if d["kind"] == "TriggerAuthentication"}
     assert {t["authenticationRef"]["name"] for t in scaled["spec"]["triggers"]} <= auth

@@ -17,8 +17,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from broker import PREDICT_TASK, QUEUE, make_celery
-from broker.inflight import UNACKED_INDEX_KEY, HolderBeacon, inspect, queued_messages, unacked_messages
+from broker import LANES, PREDICT_TASK, QUEUE, make_celery, shard_queue
+from broker.app import redis_list
+from broker.inflight import UNACKED_INDEX_KEY, HolderBeacon, inspect, parse_message, queued_messages, unacked_messages
 from db.idempotency import remember_key
 from db.models import IdempotencyKey, Image, ImageStatus, Job, JobStatus, utcnow
 from db.session import make_engine, make_session_factory, session_scope
@@ -94,6 +95,7 @@ def test_the_sweep_sends_again_exactly_the_images_without_a_live_message(sweep_e
         remember_key(session, user, "old", "f" * 64, 200, "{}", None).created_at = utcnow() - timedelta(days=2)
         remember_key(session, user, "new", "f" * 64, 200, "{}", None)
         job_of = {ids[0]: session.get(Image, ids[0]).job_id for ids in (lost, orphaned, held, abandoned, filling)}
+        owner = user.id
 
     orphaned_task = app.send_task(PREDICT_TASK, args=[orphaned]).id
     orphan_tag = take_and_die(settings.effective_redis_url)
@@ -112,6 +114,8 @@ def test_the_sweep_sends_again_exactly_the_images_without_a_live_message(sweep_e
     assert sweep_once(settings, app, client) is None  # one sweep per interval, whoever runs it
 
     on_queue = {i for carried in queued_messages(client) for i in carried.image_ids}
+    resent = client.lrange(redis_list(shard_queue(owner), LANES["normal"]), 0, -1)  # the owner's shard, its lane
+    assert sorted(i for raw in resent for i in parse_message(raw).image_ids) == sorted(lost + orphaned + abandoned)
     assert on_queue == set(waiting + lost + orphaned + abandoned)
     assert [carried.task_id for carried, _ in unacked_messages(client).values()] == [held_task]
     with session_scope(sessions) as session:

@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker import QUEUE
+from broker import predict_lists
 from db.models import Base, User
 from db.session import make_engine, make_session_factory, session_scope
 from db.users import add_token, create_user
@@ -77,7 +77,7 @@ def web_redis(web_settings: Settings) -> Iterator[redis.Redis]:
         pytest.fail(f"the web tests need Redis at {web_settings.effective_redis_url}: {error}")
 
     def clear() -> None:
-        keys = [QUEUE, *client.scan_iter(match="radbatch:*"), *client.scan_iter(match="_kombu*")]
+        keys = [*predict_lists(), *client.scan_iter(match="radbatch:*"), *client.scan_iter(match="_kombu*")]
         keys += client.scan_iter(match=f"LIMITS:*{LIMITER_KEY_PREFIX}*")  # failed log-ins counted by Flask-Limiter
         if keys:
             client.delete(*keys)
@@ -150,9 +150,11 @@ def web_auth(web_client: FlaskClient) -> WebAuth:
 
 
 def queued_batches(client: redis.Redis) -> list[list[int]]:
-    """The image-id batches of the predict tasks waiting on the radbatch queue, oldest first."""
+    """The image-id batches of the predict tasks waiting in the predict queues, oldest first in each list (every
+    user shard, every lane; the tests here queue one user's jobs in one lane)."""
     batches = []
-    for raw in reversed(client.lrange(QUEUE, 0, -1)):  # kombu LPUSHes, workers pop from the right
+    raws = [raw for name in predict_lists() for raw in reversed(client.lrange(name, 0, -1))]
+    for raw in raws:  # kombu LPUSHes, workers pop from the right
         message = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         batches.append(args[0])

@@ -1,4 +1,4 @@
-"""The worker's Celery app, for the command line `celery -A worker.celery_app worker -Q radbatch`.
+"""The worker's Celery app, for the command line `celery -A worker.celery_app worker -Q <broker.WORKER_QUEUES>`.
 
 Its configuration is the queue contract in `broker`; importing this module never imports TensorFlow.
 """

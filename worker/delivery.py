@@ -40,19 +40,20 @@ class Claim:
     alone: list[int] = field(default_factory=list)  # attempted before: send again, one image per task
     given_up: list[int] = field(default_factory=list)  # failed now, with the reason
     lane: str = "normal"  # the batch's job's priority (a batch holds one job's images)
+    owner: int = 0  # the job's user, whose shard queue its batches go to
 
 
 def claim(session: Session, image_ids: list[int], max_attempts: int) -> Claim:
     """Sort `image_ids` into run / alone / given up and stage the changes in `session` (the caller commits)."""
     rows = session.execute(
-        select(Image.id, Image.attempts, Image.job_id, Job.priority)
+        select(Image.id, Image.attempts, Image.job_id, Job.priority, Job.user_id)
         .join(Job, Image.job_id == Job.id)
         .where(Image.id.in_(image_ids), Image.status.in_(ImageStatus.unfinished()), Job.status != JobStatus.cancelled)
         .order_by(Image.id)
     ).all()
     result = Claim()
-    for image_id, attempts, _job_id, lane in rows:
-        result.lane = lane
+    for image_id, attempts, _job_id, lane, owner in rows:
+        result.lane, result.owner = lane, owner
         if attempts >= max_attempts:
             result.given_up.append(image_id)
             session.execute(
@@ -64,7 +65,7 @@ def claim(session: Session, image_ids: list[int], max_attempts: int) -> Claim:
             result.alone.append(image_id)
         else:
             result.run.append(image_id)
-    for job_id in sorted({job_id for image_id, _, job_id, _ in rows if image_id in result.given_up}):
+    for job_id in sorted({job_id for image_id, _, job_id, _, _ in rows if image_id in result.given_up}):
         refresh_job(session, job_id)
     if result.run:
         session.execute(
@@ -96,11 +97,12 @@ def give_back(session: Session, image_ids: list[int]) -> None:
         )
 
 
-def send_alone(app: Celery, image_ids: list[int], lane: str = "normal") -> None:
-    """Send each image as a task of its own, after the caller committed; if the broker is down, the sweep will."""
+def send_alone(app: Celery, image_ids: list[int], lane: str, owner: int) -> None:
+    """Send each image as a task of its own, on its job's lane and owner's shard, after the caller committed; if
+    the broker is down, the sweep will."""
     if not image_ids:
         return
     try:
-        send_batches(app, image_ids, batch_size=1, priority=lane)
+        send_batches(app, image_ids, batch_size=1, priority=lane, user_id=owner)
     except BrokerUnavailable as error:
         log.warning("could not send %d images again (%s); the recovery sweep will", len(image_ids), error)

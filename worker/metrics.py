@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import redis
 
-from broker import LANES
+from broker import predict_lists
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class QueueDepthCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            waiting = sum(self.client.llen(queue) for queue in LANES.values())
+            waiting = sum(self.client.llen(name) for name in predict_lists())
             unacked = self.client.hlen(UNACKED_KEY)
         except redis.RedisError as error:
             log.warning("metrics: cannot read the queue depth from Redis: %s", error)

@@ -104,9 +104,11 @@ def sweep_once(settings: Settings, app: Celery, client: redis.Redis) -> SweepRep
                 if moved:
                     report.sent[job_id] = moved
                     refresh_job(session, job_id)
-            lanes = dict(session.execute(select(Job.id, Job.priority).where(Job.id.in_(list(report.sent)))).all())
+            jobs = select(Job.id, Job.priority, Job.user_id).where(Job.id.in_(list(report.sent)))
+            lanes = {job_id: (lane, owner) for job_id, lane, owner in session.execute(jobs).all()}
         for job_id, image_ids in report.sent.items():
-            send_batches(app, image_ids, settings.batch_size, lanes.get(job_id, "normal"))
+            lane, owner = lanes[job_id]
+            send_batches(app, image_ids, settings.batch_size, lane, owner)
             log.warning("recovery: sent %d images of job %d again (no live message)", len(image_ids), job_id)
     if view.orphans:
         forget(client, view.orphans)

@@ -1,6 +1,7 @@
 """Every Celery task, one module per queue; each task is a thin shell around plain functions in `worker/`.
 
-- `radbatch`: `worker.tasks.predict` (`radbatch.predict_batch`), run by the prediction worker (`worker.celery_app`)
+- `radbatch-u0` … `radbatch-u7` (one per user shard; a job's lane is its messages' priority): `worker.tasks.predict`
+  (`radbatch.predict_batch`), run by the prediction worker (`worker.celery_app`)
 - `radbatch-notify`: `worker.tasks.notify` (`radbatch.notify_job`), run by the prediction worker as well
 - `radbatch-forward`: `worker.tasks.forward` (`radbatch.forward_sr`), run by the forwarding worker
   (`worker.forwarder`), which loads no models

@@ -1,4 +1,5 @@
-"""The prediction queue (`radbatch`): one batch of image ids, predicted and stored by `worker.inference`."""
+"""The prediction queues (`radbatch-u0` … `radbatch-u7`, broker.PREDICT_QUEUES): one batch of image ids, predicted
+and stored by `worker.inference`."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def predict_batch(self, image_ids: list[int]) -> dict:
     ids = [int(i) for i in image_ids]
     with session_scope(sessions) as session:  # committed before any risky work
         claim = delivery.claim(session, ids, settings.max_attempts)
-    delivery.send_alone(self.app, claim.alone, claim.lane)
+    delivery.send_alone(self.app, claim.alone, claim.lane, claim.owner)
     counts = {"done": 0, "failed": len(claim.given_up), "skipped": len(ids) - len(claim.run) - len(claim.given_up)}
     if not claim.run:
         metrics.count_batch(counts)
@@ -65,7 +66,7 @@ def predict_batch(self, image_ids: list[int]) -> dict:
         with session_scope(sessions) as session:
             retry = requeue_images(session, claim.run)
         log.warning("a batch ran past %d s; %d images sent again alone", settings.task_soft_time_limit, len(retry))
-        delivery.send_alone(self.app, retry, claim.lane)
+        delivery.send_alone(self.app, retry, claim.lane, claim.owner)
         return counts | {"skipped": counts["skipped"] + len(claim.run)}
     metrics.observe_batch_stage("commit", *commit_clock.lap())
     metrics.observe_batch_stage("total", *clock.lap())
