@@ -23,6 +23,16 @@ OUTBOUND_QUEUES = (FORWARD_QUEUE, FHIR_QUEUE, HL7_QUEUE, RETRIEVE_QUEUE)  # all 
 # always take from the first non-empty one: urgent, then normal, then bulk.
 LANES = {"urgent": "radbatch-urgent", "normal": QUEUE, "bulk": "radbatch-bulk"}
 WORKER_QUEUES = ",".join([*LANES.values(), NOTIFY_QUEUE])
+# A host whose network goes away and comes back keeps half-open TCP connections that nothing closes: without
+# timeouts a consumer waits on its BRPOP (and a sender on its publish) until TCP's own retransmission backs off and
+# succeeds, up to two minutes after the link is back. With these, kombu drops a BRPOP overdue by the health check
+# interval and a command that gets no answer in socket_timeout, and reconnects: back to work within ~11 s.
+BROKER_LINK_CHECKS = {
+    "socket_connect_timeout": 5,
+    "socket_timeout": 15,  # longer than any single Redis command takes; BRPOP is read by the event loop, not by it
+    "socket_keepalive": True,
+    "health_check_interval": 5,
+}
 WORKER_TASK_MODULES = ("worker.tasks.predict", "worker.tasks.notify")  # the forwarder: worker.tasks.forward
 
 
@@ -52,6 +62,7 @@ def make_celery(settings: Settings, include: tuple[str, ...] = WORKER_TASK_MODUL
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "queue_order_strategy": "priority",  # the first non-empty queue of -Q first: urgent, normal, bulk
+            **BROKER_LINK_CHECKS,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
