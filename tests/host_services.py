@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,15 @@ class Site:
         seed_onnx_cache(env)
         argv = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "-Q", WORKER_QUEUES, "--pool", "prefork"]
         argv += ["--concurrency", "1", "--loglevel", "INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h"]
+        since = datetime.now(timezone.utc).isoformat()
         process = host.start("worker", argv, env, cpus)
         log = host.logs / "worker.log"
-        wait_for(lambda: self.ready(name), 180, f"worker on {name}", process, log)
+        wait_for(lambda: self.ready(name, since), 180, f"worker on {name}", process, log)
 
-    def ready(self, name: str) -> bool:
-        return any(beat["hostname"] == self.rig[name].hostname for beat in list_ready_workers(self.redis_url))
+    def ready(self, name: str, since: str = "") -> bool:
+        """Whether a worker process on that host has its models loaded (since `since`, an ISO time)."""
+        beats = list_ready_workers(self.redis_url)
+        return any(beat["hostname"] == self.rig[name].hostname and beat["loaded_at"] >= since for beat in beats)
 
     def ensure_workers(self, *names: str) -> None:
         for name in names:
