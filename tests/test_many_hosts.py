@@ -21,6 +21,7 @@ from tests.hosts import RigUnavailable, leftovers
 from tests.services import Api, wait_for
 from tests.stack import skip_or_fail
 
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 SHARED_DATA = Path(os.environ.get("RADBATCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BIG_JOB = 2000
 JOB = 400  # the failure tests' jobs: long enough that the failure lands mid-job
