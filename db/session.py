@@ -20,6 +20,17 @@ POSTGRES_LINK_CHECKS = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
     "tcp_user_timeout": 20000,
+    # The same on the server's end of the connection: a backend whose client vanished mid-statement otherwise waits
+    # for it (ClientRead) for hours, holding its rows' locks, and every sweep that touches those rows waits behind it.
+    "options": " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("tcp_keepalives_idle", 10),
+            ("tcp_keepalives_interval", 5),
+            ("tcp_keepalives_count", 3),
+            ("tcp_user_timeout", 20000),
+        )
+    ),
 }
 
 
