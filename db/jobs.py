@@ -17,17 +17,15 @@ class JobFinishedError(ValueError):
     """The job is already finished, so it cannot be cancelled."""
 
 
-def lock_job(session: Session, job_id: int) -> None:
-    """Take the job's row lock (PostgreSQL) before inserting its images: an insert takes a weaker lock on the row
-    (its foreign key) that the later `refresh_job` would have to upgrade, and an upgrade waiting behind a worker's
-    `refresh_job` of the same job is a deadlock."""
-    if session.bind.dialect.name == "postgresql":
-        session.get(Job, job_id, with_for_update=True)
-
-
 def refresh_job(session: Session, job_id: int) -> Job:
-    """Recount a job's images and derive its status; call in the same transaction that changed them."""
-    job = session.get(Job, job_id, with_for_update=session.bind.dialect.name == "postgresql")
+    """Recount a job's images and derive its status; call in the same transaction that changed them.
+
+    On PostgreSQL the job's row is locked FOR NO KEY UPDATE, which serialises recounts but, unlike FOR UPDATE, does
+    not conflict with the FOR KEY SHARE lock that inserting its images takes. With FOR UPDATE, an upload chunk that
+    had inserted images (KEY SHARE held) and a worker's recount that queued FOR UPDATE behind it deadlocked once the
+    upload asked FOR UPDATE in turn: a 500 for the upload."""
+    postgres = session.bind.dialect.name == "postgresql"
+    job = session.get(Job, job_id, with_for_update={"key_share": True} if postgres else False)
     counts = dict(
         session.execute(select(Image.status, func.count()).where(Image.job_id == job_id).group_by(Image.status)).all()
     )

@@ -6,8 +6,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+# A connection whose peer vanished without closing it (the database host's network gone and back) would otherwise
+# hang a query, or the pool's pre-ping, until TCP's retransmissions give up or succeed, minutes later; a worker's
+# only process would sit on it. libpq's TCP settings close it instead: sent data unacknowledged for 20 s
+# (tcp_user_timeout, ms), or an idle connection silent to three keepalive probes. The caller sees OperationalError.
+POSTGRES_LINK_CHECKS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20000,
+    # The same on the server's end of the connection: a backend whose client vanished mid-statement otherwise waits
+    # for it (ClientRead) for hours, holding its rows' locks, and every sweep that touches those rows waits behind it.
+    "options": " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("tcp_keepalives_idle", 10),
+            ("tcp_keepalives_interval", 5),
+            ("tcp_keepalives_count", 3),
+            ("tcp_user_timeout", 20000),
+        )
+    ),
+}
 
 
 def make_engine(database_url: str) -> Engine:
@@ -23,7 +47,8 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    connect_args = POSTGRES_LINK_CHECKS if make_url(database_url).get_backend_name() == "postgresql" else {}
+    return create_engine(database_url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

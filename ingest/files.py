@@ -16,7 +16,6 @@ from typing import IO, Any
 from sqlalchemy.orm import Session
 
 import formats
-from db.jobs import lock_job
 from db.models import Image, ImageStatus, join_notes
 from db.text import clean_text
 from dicomio.uids import uid_problem
@@ -177,7 +176,6 @@ def add_files(session: Session, job_id: int, files: list[Incoming], settings: Se
             image = store_file(incoming, job_id, settings, max_bytes)
             if image is not None:
                 images.append(image)
-        lock_job(session, job_id)
         session.add_all(images)
         session.flush()
     except BaseException as error:
