@@ -157,6 +157,16 @@ class Site:
         keys = client.keys(f"radbatch:holding:{self.rig[name].hostname}:*")
         return any(client.get(key) not in (None, b"[]", b"") for key in keys)
 
+    def listener_job(self, calling_aet: str) -> int | None:
+        """The newest job the DICOM listener opened for `calling_aet`, if any."""
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                sql = "SELECT max(id) FROM jobs WHERE name LIKE :name"
+                return connection.execute(text(sql), {"name": f"DICOM from {calling_aet} at %"}).scalar()
+        finally:
+            engine.dispose()
+
     def counts(self, job_id: int) -> dict[str, int]:
         """What the database holds for a job: images, images done or failed, distinct files, predictions, and the
         largest number of rows one (image, model) pair or one uploaded path has, the models (served ones and the

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.host_services import Site, images, site, upload
+from tests.dicom_network_helpers import write_dicom_folder
+from tests.host_services import DICOM_PORT, DICOM_SENDER, Site, images, site, upload
 from tests.hosts import RigUnavailable, leftovers
 from tests.services import Api, wait_for
 from tests.stack import skip_or_fail
@@ -30,6 +31,7 @@ STORE_STOPPED_S = 30
 FINISH_S = 600
 AFTER_LINK = 800  # a job sent once the link is back: w2 alone needs well over BACK_TO_WORK_S for it
 BACK_TO_WORK_S = 30
+DICOM_FILES = 24
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +154,29 @@ def test_a_worker_host_killed_whole_mid_job_the_other_finishes_with_none_lost_or
     _exactly_once(site_, api.wait_finished(job_id, timeout=FINISH_S), JOB)
     log = (w1.logs / "worker.log").read_bytes()[mark:].decode(errors="replace")
     assert "orphaned unacknowledged messages" in log or "again (no live message)" in log, "w1 never swept w2's batch"
+
+
+def test_a_study_sent_by_c_store_to_the_web_host_is_predicted_on_a_worker_host(rig_site, tmp_path: Path) -> None:
+    """The listener on the web host stores into the object store; a worker on another host predicts every file."""
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    site_, _ = rig_site
+    site_.ensure_workers("w1")
+    files = list(write_dicom_folder(tmp_path / "study", DICOM_FILES, studies=2).values())
+    sop_class = dcmread(files[0], stop_before_pixels=True).SOPClassUID
+    ae = AE(ae_title=DICOM_SENDER)
+    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    association = ae.associate(site_.rig["web"].address, DICOM_PORT, ae_title="RADBATCH")
+    assert association.is_established
+    try:
+        statuses = [association.send_c_store(dcmread(path)).Status for path in files]
+    finally:
+        association.release()
+    assert statuses == [0] * DICOM_FILES  # each one stored, flushed and committed on the web host before Success
+    job_id = wait_for(lambda: site_.listener_job(DICOM_SENDER), 60, "the listener's job")
+    wait_for(lambda: site_.counts(job_id)["done"] == DICOM_FILES, FINISH_S, f"job {job_id}: every file predicted")
+    counts = site_.counts(job_id)
+    assert (counts["images"], counts["failed"], counts["most_per_pair"]) == (DICOM_FILES, 0, 1), counts
+    assert counts["predictions"] == counts["models"] * DICOM_FILES, counts
