@@ -221,7 +221,21 @@ def split_notes(text: str | None) -> list[str]:
     return [note for note in (text or "").split(NOTE_SEPARATOR) if note]
 
 
-class Prediction(Base):
+class ModelOutput:
+    """The columns of one model's output for one image: served (`Prediction`) or shadow (db.shadow)."""
+
+    model_name: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float] = mapped_column(Float)  # calibrated probability of disease
+    label: Mapped[str] = mapped_column(String(16))  # "healthy" | "disease"
+    threshold: Mapped[float] = mapped_column(Float)
+    # the disease rate probability and threshold are expressed at (RADBATCH_PREVALENCE, else the model's trained
+    # one); None for predictions stored before it was recorded
+    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prediction(ModelOutput, Base):
     """One served model's output for one image; an ensemble is stored as a model of its own. `headline` marks the
     row of the catalogue's headline model (models/catalogue.py), the one a study's result is taken from."""
 
@@ -233,16 +247,7 @@ class Prediction(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    model_name: Mapped[str] = mapped_column(String(32))
-    model_version: Mapped[str] = mapped_column(String(64))
-    probability: Mapped[float] = mapped_column(Float)  # calibrated probability of disease
-    label: Mapped[str] = mapped_column(String(16))  # "healthy" | "disease"
-    threshold: Mapped[float] = mapped_column(Float)
-    # the disease rate probability and threshold are expressed at (RADBATCH_PREVALENCE, else the model's trained
-    # one); None for predictions stored before it was recorded
-    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     headline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="predictions")
 

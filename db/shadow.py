@@ -8,17 +8,15 @@ headline row of the same image and, where the site uploaded labels, its label.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Optional
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, String, UniqueConstraint, and_, select
+from sqlalchemy import ForeignKey, Index, UniqueConstraint, and_, select
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from db.labels import DISEASE, JobLabel
-from db.models import Base, Image, Prediction, utcnow
+from db.models import Base, Image, ModelOutput, Prediction
 
 
-class ShadowPrediction(Base):
+class ShadowPrediction(ModelOutput, Base):
     __tablename__ = "shadow_predictions"
     __table_args__ = (
         UniqueConstraint("image_id", "model_name", "model_version", name="uq_shadow_image_model_version"),
@@ -27,13 +25,6 @@ class ShadowPrediction(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    model_name: Mapped[str] = mapped_column(String(32))
-    model_version: Mapped[str] = mapped_column(String(64))
-    probability: Mapped[float] = mapped_column(Float)  # calibrated probability of disease
-    label: Mapped[str] = mapped_column(String(16))  # "healthy" | "disease"
-    threshold: Mapped[float] = mapped_column(Float)
-    prevalence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @dataclass(frozen=True)
