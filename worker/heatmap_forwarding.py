@@ -21,7 +21,7 @@ from formats import read_upload
 from models.catalogue import load_catalogue
 from models.preprocess import ImageDecodeError, to_gray
 from settings import Settings
-from storage import names, storage_for
+from storage import Storage, names, storage_for
 from worker.forwarding import WAITING, finished_study
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ def _of_image(settings: Settings, image: Image) -> Iterator[Dataset]:
     store = storage_for(settings)
     versions = {p.model_name: p.model_version for p in image.predictions}
     served = load_catalogue(settings.models_dir).heatmap_models
-    maps = [(model, names.heatmap(image.id, model)) for model in served if model in versions]
-    maps = [(model, name) for model, name in maps if store.exists(name)]
+    maps = {model: _read_if_there(store, names.heatmap(image.id, model)) for model in served if model in versions}
+    maps = {model: png for model, png in maps.items() if png is not None}
     if not maps:
         return
     try:
@@ -51,13 +51,21 @@ def _of_image(settings: Settings, image: Image) -> Iterator[Dataset]:
     except (FileNotFoundError, DicomError, ImageDecodeError, OSError) as error:
         log.warning("image %d: no heat map forwarded: %s", image.id, error)
         return
-    for model, name in maps:
-        with PILImage.open(io.BytesIO(store.read(name))) as heat:
+    for model, png in maps.items():
+        with PILImage.open(io.BytesIO(png)) as heat:
             sc = heatmap_sc(header, overlay(gray, heat), model, versions[model])
         if sc is None:
             log.info("image %d: no heat map forwarded: its orientation is unknown", image.id)
             return
         yield sc
+
+
+def _read_if_there(store: Storage, name: str) -> bytes | None:
+    """The file's bytes; None when the worker drew no such heat map (one request, not an exists check and a read)."""
+    try:
+        return store.read(name)
+    except FileNotFoundError:
+        return None
 
 
 def forward_heatmaps(sessions: sessionmaker[Session], settings: Settings, image_id: int) -> int:
